@@ -1,0 +1,42 @@
+"""The `quirky` command line: one sub-command per pipeline stage.
+
+Each stage owns its own `quirky/<stage>/cli.py` with a Typer app; this module only mounts them and turns
+`QuirkyError` into a one-line message with exit status 2 (never a traceback for a user mistake).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from quirky.errors import QuirkyError
+
+app = typer.Typer(
+    name="quirky",
+    help="Eliciting Latent Knowledge from quirky language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _mount() -> None:
+    """Attach each stage's sub-app.  Stages register here in pipeline order."""
+    from quirky.datasets.cli import app as datasets_app
+
+    app.add_typer(datasets_app, name="datasets")
+
+
+def main(argv: list[str] | None = None) -> None:
+    _mount()
+    try:
+        app(args=argv, standalone_mode=True)
+    except QuirkyError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
