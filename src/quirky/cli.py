@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from quirky.errors import QuirkyError
 
@@ -28,13 +29,26 @@ def _mount() -> None:
 
     app.add_typer(datasets_app, name="datasets")
 
+    from quirky.finetune.cli import app as finetune_app
+
+    app.add_typer(finetune_app, name="finetune")
+
+    from quirky.models.cli import app as models_app
+
+    app.add_typer(models_app, name="models")
+
+    from quirky.extraction.cli import app as extract_app
+
+    app.add_typer(extract_app, name="extract")
+
 
 def main(argv: list[str] | None = None) -> None:
     _mount()
     try:
         app(args=argv, standalone_mode=True)
     except QuirkyError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        # soft_wrap: one line however narrow the terminal; escape: "[...]" in a message is not rich markup
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

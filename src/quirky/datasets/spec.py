@@ -8,7 +8,7 @@ parquet.  A dataset module only says how to get questions, what is true, what Bo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,12 @@ class DatasetSpec:
       - `alice_label` (bool, the truth), `bob_label` (bool, Bob's systematic error rule),
       - `difficulty` (float; larger = harder).
     It raises `QuirkyError` when a source is missing or malformed, saying which file or package to provide.
+
+    `default_sizes` are (train, validation, test) sizes in **records** (parquet rows, i.e. persona-expanded rows).
+    `options` declares the build options the dataset accepts with their defaults (e.g. `max_digits`); when it is
+    non-empty, `quirky.datasets.build` rejects unknown option names, coerces values to the default's type and
+    passes the completed mapping as `BuildRequest.options`.  An empty mapping means "no declared options": any
+    `--option` is passed through unchecked.
     """
 
     name: str
@@ -72,3 +78,4 @@ class DatasetSpec:
     needs_source: bool = False
     source_help: str = ""
     default_sizes: tuple[int, int, int] = (8000, 1000, 1000)
+    options: Mapping[str, object] = field(default_factory=dict)

@@ -1,0 +1,465 @@
+"""Extract one split's hidden states, contrast pairs and LM log-odds into an activation store, resumably.
+
+Why chunks: rows are processed in fixed chunks of the split's own order (sorted by length *inside* a chunk for
+little padding).  Each finished chunk is written atomically to a scratch directory beside the output, so memory
+stays bounded and an interrupted run restarts at the first missing chunk.  Chunk boundaries and batch composition
+depend only on the recorded settings, so a resumed store is byte-identical to an uninterrupted one.  Only when
+every chunk exists are the manifest and `store.json` written and the scratch directory renamed into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+import quirky
+from quirky.errors import QuirkyError
+from quirky.extraction.forward import Strategy, forward_batch, packed_supported
+from quirky.extraction.store import (
+    ActivationStore,
+    _cast_checked,
+    chunk_name,
+    finalize_store,
+    open_store,
+    parse_storage_dtype,
+    read_store_json,
+    store_fingerprint,
+    write_chunk,
+)
+from quirky.fileio import fingerprint, read_json, write_json
+from quirky.models.choices import encode_with_choices
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = (
+    "id",
+    "statement",
+    "choices",
+    "character",
+    "label",
+    "alice_label",
+    "bob_label",
+    "difficulty_quantile",
+    "template",
+)
+PARTIAL_JSON = "partial.json"
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """How to extract.  `batch_size`, `chunk_size` and `strategy` only change float rounding, not what is
+    extracted, so they are recorded under `config["runtime"]` and left out of the fingerprint."""
+
+    batch_size: int = 16
+    chunk_size: int = 512
+    storage_dtype: str = "float16"
+    full_log_odds: bool = False
+    truncate: bool = False  # False: refuse prompts longer than the context; True: keep their last tokens
+    strategy: Literal["auto", "packed", "duplicate"] = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise QuirkyError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.chunk_size < 1:
+            raise QuirkyError(f"chunk size must be >= 1, got {self.chunk_size}")
+        if self.strategy not in ("auto", "packed", "duplicate"):
+            raise QuirkyError(f"unknown strategy {self.strategy!r}; choose auto, packed or duplicate")
+        parse_storage_dtype(self.storage_dtype)
+
+
+@dataclass
+class Encoded:
+    prompts: list[list[int]]
+    choice0: list[list[int]]
+    choice1: list[list[int]]
+    truncated: int
+
+
+def partial_dir(out: Path) -> Path:
+    """The scratch directory of an unfinished extraction into `out` (a hidden sibling)."""
+    return out.parent / f".{out.name}.partial"
+
+
+def check_frame(df: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise QuirkyError(
+            f"the examples lack the column(s) {', '.join(missing)}; extraction needs a templated split "
+            "(quirky.datasets.load_templated) with columns " + ", ".join(REQUIRED_COLUMNS)
+        )
+    if len(df) == 0:
+        raise QuirkyError("there are no examples to extract (empty split, or --max-examples 0)")
+
+
+def frame_digest(df: pd.DataFrame) -> str:
+    """A fingerprint of exactly the rows (prompts, choices and metadata) that the store is built from."""
+    cols = df[list(REQUIRED_COLUMNS)].itertuples(index=False)
+    records = [
+        [
+            str(r.id),
+            str(r.statement),
+            [str(c) for c in r.choices],
+            str(r.character),
+            int(r.label),
+            int(r.alice_label),
+            int(r.bob_label),
+            float(r.difficulty_quantile),
+            int(r.template),
+        ]
+        for r in cols
+    ]
+    return fingerprint(records)
+
+
+def context_length(model: Any, tokenizer: Any) -> int | None:
+    n = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    m = getattr(tokenizer, "model_max_length", None)
+    return m if isinstance(m, int) and 0 < m < 10**7 else None
+
+
+def encode_frame(
+    tokenizer: Any, df: pd.DataFrame, context: int | None, *, full: bool, truncate: bool
+) -> Encoded:
+    """Tokenize prompts and in-context choices; refuse (or left-truncate) prompts that overflow the context."""
+    prompts, c0, c1 = encode_with_choices(tokenizer, df["statement"].tolist(), df["choices"].tolist())
+    truncated = 0
+    if context is not None:
+        bos = getattr(tokenizer, "bos_token_id", None)
+        too_long = []
+        for i, p in enumerate(prompts):
+            extra = max(len(c0[i]), len(c1[i])) if full else 1
+            if len(p) + extra > context:
+                too_long.append(i)
+        if too_long and not truncate:
+            worst = max(too_long, key=lambda i: len(prompts[i]))
+            raise QuirkyError(
+                f"{len(too_long)} of {len(prompts)} prompts do not fit the model's context of {context} tokens "
+                f"(longest: {len(prompts[worst])} tokens, example id {df['id'].iloc[worst]}); shorten them, or "
+                "pass --truncate to keep each prompt's last tokens"
+            )
+        for i in too_long:
+            extra = max(len(c0[i]), len(c1[i])) if full else 1
+            p = prompts[i]
+            keep_bos = bool(p) and bos is not None and p[0] == bos
+            budget = context - extra - int(keep_bos)
+            if budget < 1:
+                raise QuirkyError(f"the answer choices of example {df['id'].iloc[i]} alone fill the context")
+            prompts[i] = ([bos] if keep_bos else []) + p[-budget:]
+        truncated = len(too_long)
+        if truncated:
+            log.warning(
+                "%d of %d prompts were longer than the context of %d tokens; kept their last tokens",
+                truncated,
+                len(prompts),
+                context,
+            )
+    return Encoded(prompts=prompts, choice0=c0, choice1=c1, truncated=truncated)
+
+
+def choose_strategy(model: Any, enc: Encoded, requested: str, pad_id: int, full: bool) -> Strategy:
+    """`auto`: packed when the model takes custom 4D masks *and* a self-check on the first examples agrees with
+    the duplicate strategy (a model that silently rebuilds its own mask would fail it); else duplicate."""
+    if requested in ("packed", "duplicate"):
+        return requested  # type: ignore[return-value]
+    max_len = max(
+        len(p) + len(a) + len(b) for p, a, b in zip(enc.prompts, enc.choice0, enc.choice1, strict=True)
+    )
+    if not packed_supported(model, max_len):
+        return "duplicate"
+    k = min(2, len(enc.prompts))
+    args = (enc.prompts[:k], enc.choice0[:k], enc.choice1[:k])
+    a = forward_batch(model, *args, pad_id=pad_id, strategy="packed", full_log_odds=full)
+    b = forward_batch(model, *args, pad_id=pad_id, strategy="duplicate", full_log_odds=full)
+    tol = 1e-3 if model.dtype == torch.float32 else 5e-2
+    scale = b.pairs.abs().max().clamp_min(1e-6)
+    ok = ((a.pairs - b.pairs).abs().max() / scale < tol) and (
+        (a.hiddens - b.hiddens).abs().max() / scale < tol
+    )
+    if not ok:
+        log.warning("this model ignores custom attention masks; using the slower duplicate strategy")
+        return "duplicate"
+    return "packed"
+
+
+def build_config(
+    df: pd.DataFrame, source: dict[str, Any], settings: ExtractSettings, model_dtype: torch.dtype
+) -> dict[str, Any]:
+    """The store's config; everything but `runtime` is fingerprinted.  Computable before the model is loaded
+    (the model's identity is in `source`), so a finished store can be reused without loading anything."""
+    return {
+        "kind": "quirky-extraction",
+        "quirky_version": quirky.__version__,
+        "source": source,
+        "rows": {"n": len(df), "digest": frame_digest(df)},
+        "model_dtype": str(model_dtype).removeprefix("torch."),
+        "storage_dtype": settings.storage_dtype,
+        "full_log_odds": settings.full_log_odds,
+        "truncate": settings.truncate,
+        "runtime": {
+            "batch_size": settings.batch_size,
+            "chunk_size": settings.chunk_size,
+            "strategy": settings.strategy,
+            **settings.extra,
+        },
+    }
+
+
+def _chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
+
+
+def _meta_frame(df: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in REQUIRED_COLUMNS if c not in ("statement", "choices")]
+    if "difficulty" in df.columns:
+        cols.append("difficulty")
+    return df[cols].reset_index(drop=True)
+
+
+def _prepare_out(out: Path, fp: str, overwrite: bool) -> ActivationStore | None:
+    """Reuse a finished store with the same fingerprint; refuse anything else at `out` unless `overwrite`."""
+    if not out.exists():
+        return None
+    info = read_store_json(out)
+    if info is not None and info["fingerprint"] == fp:
+        log.info("reusing the finished store at %s (fingerprint %s)", out, fp)
+        return open_store(out)
+    if overwrite:
+        return None
+    if info is not None:
+        theirs = info.get("config", {})
+        raise QuirkyError(
+            f"{out} already holds a different extraction (fingerprint {info['fingerprint']}, model "
+            f"{theirs.get('source', {}).get('model', {}).get('model', {}).get('name', '?')}, split "
+            f"{theirs.get('source', {}).get('split', '?')}); this one has fingerprint {fp}. Choose another --out "
+            "or pass --overwrite"
+        )
+    if out.is_file() or any(out.iterdir()):
+        raise QuirkyError(
+            f"{out} exists and is not an activation store; choose another --out or pass --overwrite"
+        )
+    return None
+
+
+def _open_partial(scratch: Path, config: dict[str, Any], fp: str) -> dict[str, Any]:
+    """Resume the scratch dir of an identical extraction (keeping its runtime settings), or start it afresh."""
+    state_file = scratch / PARTIAL_JSON
+    if state_file.is_file():
+        state = read_json(state_file)
+        if state.get("fingerprint") == fp:
+            if state["config"]["runtime"] != config["runtime"]:
+                log.info("resuming with the interrupted run's settings %s", state["config"]["runtime"])
+            return state
+        log.warning("discarding an interrupted extraction with other settings in %s", scratch)
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    state = {"fingerprint": fp, "config": config}
+    write_json(state_file, state)
+    return state
+
+
+def extract_frame(
+    model: Any,
+    tokenizer: Any,
+    df: pd.DataFrame,
+    out: str | Path,
+    *,
+    source: dict[str, Any],
+    settings: ExtractSettings | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+) -> ActivationStore:
+    """Extract a templated frame (Contract 1 columns) with a loaded model into the store at `out`.
+
+    `source` describes where model and rows came from (it goes into the config and fingerprint together with a
+    digest of the rows themselves).  `on_chunk(i)` is called after chunk `i` is on disk (tests interrupt there).
+    """
+    settings = settings or ExtractSettings()
+    settings.check()
+    check_frame(df)
+    df = df.reset_index(drop=True)
+    out = Path(out)
+    storage_dtype = parse_storage_dtype(settings.storage_dtype)
+    context = context_length(model, tokenizer)
+    config = build_config(df, source, settings, model.dtype)
+    fp = store_fingerprint(config)
+    reused = _prepare_out(out, fp, overwrite)
+    if reused is not None:
+        return reused
+
+    enc = encode_frame(tokenizer, df, context, full=settings.full_log_odds, truncate=settings.truncate)
+    config["runtime"]["truncated_prompts"] = enc.truncated
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    scratch = partial_dir(out)
+    state = _open_partial(scratch, config, fp)
+    config = state["config"]
+    runtime = config["runtime"]
+    if runtime.get("resolved_strategy") is None:
+        runtime["resolved_strategy"] = choose_strategy(
+            model, enc, runtime["strategy"], pad_id, settings.full_log_odds
+        )
+        write_json(scratch / PARTIAL_JSON, state)
+    strategy: Strategy = runtime["resolved_strategy"]
+    bounds = _chunk_bounds(len(df), runtime["chunk_size"])
+    num_layers = hidden_size = None
+
+    from tqdm.auto import tqdm
+
+    done = sum(b - a for i, (a, b) in enumerate(bounds) if (scratch / chunk_name(i)).is_file())
+    bar = tqdm(
+        total=len(df), initial=done, unit="prompt", desc="extract", disable=not progress, smoothing=0.1
+    )
+    try:
+        for ci, (a, b) in enumerate(bounds):
+            path = scratch / chunk_name(ci)
+            if path.is_file():
+                continue
+            result = _extract_chunk(
+                model, enc, a, b, runtime["batch_size"], pad_id, strategy, settings, storage_dtype, bar
+            )
+            write_chunk(path, storage_dtype=storage_dtype, **result)
+            num_layers, hidden_size = result["hiddens"].shape[0], result["hiddens"].shape[2]
+            if on_chunk is not None:
+                on_chunk(ci)
+    except QuirkyError:
+        shutil.rmtree(
+            scratch, ignore_errors=True
+        )  # deterministic failures (NaN, overflow): nothing to resume
+        raise
+    finally:
+        bar.close()
+
+    if num_layers is None:  # every chunk came from an earlier run
+        from safetensors import safe_open
+
+        with safe_open(scratch / chunk_name(0), framework="pt") as f:
+            keys = [k for k in f.keys() if k.startswith("hiddens.")]  # noqa: SIM118
+            num_layers, hidden_size = len(keys), f.get_slice("hiddens.0").get_shape()[1]
+    finalize_store(
+        scratch,
+        meta=_meta_frame(df),
+        config=config,
+        chunks=bounds,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        storage_dtype=storage_dtype,
+        has_full_log_odds=settings.full_log_odds,
+    )
+    (scratch / PARTIAL_JSON).unlink()
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    scratch.rename(out)
+    return open_store(out)
+
+
+def _extract_chunk(
+    model: Any,
+    enc: Encoded,
+    a: int,
+    b: int,
+    batch_size: int,
+    pad_id: int,
+    strategy: Strategy,
+    settings: ExtractSettings,
+    storage_dtype: torch.dtype,
+    bar: Any,
+) -> dict[str, torch.Tensor | None]:
+    """Rows [a, b): sorted by length (longest first, stable) into batches; results back in row order."""
+    lengths = np.array([len(enc.prompts[i]) + len(enc.choice0[i]) + len(enc.choice1[i]) for i in range(a, b)])
+    order = np.argsort(-lengths, kind="stable")
+    m = b - a
+    hiddens = pairs = None
+    lo = torch.empty(m, dtype=torch.float32)
+    lo_full = torch.empty(m, dtype=torch.float32) if settings.full_log_odds else None
+    for s in range(0, m, batch_size):
+        idx = order[s : s + batch_size]
+        rows = [a + int(i) for i in idx]
+        res = forward_batch(
+            model,
+            [enc.prompts[i] for i in rows],
+            [enc.choice0[i] for i in rows],
+            [enc.choice1[i] for i in rows],
+            pad_id=pad_id,
+            strategy=strategy,
+            full_log_odds=settings.full_log_odds,
+        )
+        where = f"rows {min(rows)}..{max(rows)}"
+        h = _cast_checked(res.hiddens, storage_dtype, f"hidden states ({where})")
+        p = _cast_checked(res.pairs, storage_dtype, f"contrast-pair states ({where})")
+        if hiddens is None or pairs is None:
+            hiddens = torch.empty((h.shape[0], m, h.shape[2]), dtype=storage_dtype)
+            pairs = torch.empty((p.shape[0], m, 2, p.shape[3]), dtype=storage_dtype)
+        t = torch.as_tensor(idx)
+        hiddens[:, t] = h
+        pairs[:, t] = p
+        lo[t] = _cast_checked(res.lm_log_odds, torch.float32, f"LM log-odds ({where})")
+        if lo_full is not None and res.lm_log_odds_full is not None:
+            lo_full[t] = _cast_checked(
+                res.lm_log_odds_full, torch.float32, f"multi-token LM log-odds ({where})"
+            )
+        bar.update(len(rows))
+    assert hiddens is not None and pairs is not None
+    return {"hiddens": hiddens, "pairs": pairs, "lm_log_odds": lo, "lm_log_odds_full": lo_full}
+
+
+def extract(
+    model: str,
+    dataset: str | Path,
+    split: str,
+    out: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    setup: str = "single",
+    seed: int = 0,
+    max_examples: int | None = None,
+    settings: ExtractSettings | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ActivationStore:
+    """The whole stage: load the templated split and the model, extract, return the opened store."""
+    from quirky.datasets import load_templated, read_meta
+    from quirky.models import load_model, model_identity
+    from quirky.models.loading import default_device, default_dtype, parse_dtype
+
+    df = load_templated(dataset, split, setup=setup, seed=seed, max_examples=max_examples)
+    check_frame(df)
+    meta = read_meta(dataset)
+    source = {
+        "model": model_identity(model, adapter),
+        "dataset": {"name": meta.get("name"), "fingerprint": meta.get("fingerprint")},
+        "split": split,
+        "setup": setup,
+        "seed": seed,
+        "max_examples": max_examples,
+    }
+    settings = settings or ExtractSettings()
+    settings.check()
+    model_dtype = parse_dtype(dtype) or default_dtype(torch.device(device) if device else default_device())
+    reused = _prepare_out(
+        Path(out), store_fingerprint(build_config(df, source, settings, model_dtype)), overwrite
+    )
+    if reused is not None:
+        return reused
+    lm, tokenizer = load_model(model, adapter=adapter, device=device, dtype=dtype, device_map=device_map)
+    return extract_frame(
+        lm, tokenizer, df, out, source=source, settings=settings, overwrite=overwrite, progress=progress
+    )
+
+
+__all__ = ["ExtractSettings", "build_config", "check_frame", "extract", "extract_frame", "partial_dir"]

@@ -1,0 +1,517 @@
+"""Quirky finetuning: LoRA (or full) training on the answer token, with evaluation, checkpoints and resume.
+
+Why a small loop on `accelerate` instead of transformers' Trainer: the loss reads one logit row per example, the
+evaluation needs per-persona AUROCs of the LM's log-odds, and resuming must reproduce the uninterrupted run's
+weights exactly; all three are a few lines here and awkward through Trainer callbacks.  `accelerate` makes the same
+code run on one CPU, one GPU, or many GPUs under `accelerate launch` / `torchrun` (DDP; gradients synchronised
+only on the last micro-batch of each step).
+
+A run directory holds, when complete: the adapter (`adapter_config.json`, `adapter_model.safetensors`; for full
+finetuning a complete model directory), `finetune.json` (fingerprint and final metrics), `training_config.json`,
+`metrics.json` / `metrics.csv` (the evaluation history), `timing.json` (wall-clock, the only non-deterministic
+file) and, with `merge`, `merged/`.  While training it holds `run.json` (which run it is), the live metrics files
+and `checkpoints/` (the newest one only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import quirky
+from quirky.errors import QuirkyError
+from quirky.fileio import atomic_dir, atomic_path, fingerprint, read_json, write_json
+from quirky.finetune import schedule
+from quirky.finetune.checkpoint import (
+    CHECKPOINTS,
+    checkpoint_fingerprint,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from quirky.finetune.config import FinetuneConfig
+from quirky.finetune.data import (
+    answer_loss,
+    collate,
+    encode_examples,
+    last_token_logits,
+    pad_id_of,
+)
+from quirky.finetune.evaluate import METRIC_KEYS, evaluate_examples, format_metrics
+from quirky.finetune.lora import add_lora
+
+RUN_FILE = "run.json"
+DONE_FILE = "finetune.json"
+CONFIG_FILE = "training_config.json"
+METRICS_JSON = "metrics.json"
+METRICS_CSV = "metrics.csv"
+TIMING_FILE = "timing.json"
+FORMAT_VERSION = 1
+HISTORY_COLUMNS: tuple[str, ...] = ("step", "epoch", "lr", "train_loss", *METRIC_KEYS)
+
+
+@dataclass
+class FinetuneResult:
+    """What a finished (or stopped) run produced."""
+
+    out_dir: Path
+    fingerprint: str
+    status: str  # "complete" | "cached" | "stopped"
+    step: int
+    total_steps: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def select_examples(df: pd.DataFrame, config: FinetuneConfig) -> pd.DataFrame:
+    """Filter a templated frame by persona and difficulty (easy: quantile <= 0.25, hard: >= 0.75, as the original)."""
+    if config.characters != "both":
+        df = df[df["character"] == config.characters]
+    if config.difficulty == "easy":
+        df = df[df["difficulty_quantile"] <= 0.25]
+    elif config.difficulty == "hard":
+        df = df[df["difficulty_quantile"] >= 0.75]
+    return df.reset_index(drop=True)
+
+
+def training_frame(dataset_dir: str | Path, config: FinetuneConfig) -> pd.DataFrame:
+    """The train split, templated, filtered and balanced by undersampling (50/50 of the persona's label)."""
+    from quirky.datasets import balance, load_templated
+
+    df = load_templated(dataset_dir, "train", setup=config.setup, seed=config.template_seed)
+    df = select_examples(df, config)
+    if config.max_train_examples is not None:
+        df = df.iloc[: config.max_train_examples].reset_index(drop=True)
+    what = (
+        f"the train split of {dataset_dir} (characters={config.characters}, difficulty={config.difficulty})"
+    )
+    if len(df) == 0:
+        raise QuirkyError(f"no training examples left in {what}; relax the persona/difficulty filters.")
+    if df["label"].nunique() < 2:
+        raise QuirkyError(
+            f"{what} has a single class (every label is {bool(df['label'].iloc[0])}), so balancing leaves nothing "
+            "to learn; use more examples or another persona/difficulty filter."
+        )
+    return balance(df, column="label", seed=config.seed)
+
+
+def eval_frame(dataset_dir: str | Path, config: FinetuneConfig, split: str | None = None) -> pd.DataFrame:
+    """The evaluation examples: both personas (to show quirkiness), unbalanced (AUROC does not need it), the first
+    `max_eval_examples` records of the split (a random, persona-paired sample: splits are stored shuffled)."""
+    from quirky.datasets import load_templated
+
+    limit = config.max_eval_examples or None
+    return load_templated(
+        dataset_dir,
+        split or config.eval_split,
+        setup=config.setup,
+        seed=config.template_seed,
+        max_examples=limit,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ identity
+def run_identity(model: str, dataset_dir: str | Path, config: FinetuneConfig) -> dict[str, Any]:
+    """Everything that determines the trained weights: model and dataset content identities and the config."""
+    from quirky.datasets import read_meta
+    from quirky.models import model_identity
+
+    meta = read_meta(dataset_dir)
+    return {
+        "format": FORMAT_VERSION,
+        "model": model_identity(model)["model"],
+        "dataset": {"name": meta.get("name"), "fingerprint": meta.get("fingerprint")},
+        "config": config.result_fields(),
+    }
+
+
+def check_out_dir(out: Path, fp: str, overwrite: bool) -> str:
+    """Decide what to do with an existing output directory: "fresh", "resume" or "cached".
+
+    A directory that holds a different run (or something that is not a finetuning run) is an error unless
+    `overwrite`, so a typo in --out never destroys an unrelated result.
+    """
+    if not out.exists():
+        return "fresh"
+    if not out.is_dir():
+        raise QuirkyError(f"output path {out} exists and is not a directory; choose another --out.")
+    if not any(out.iterdir()):
+        return "fresh"
+    owner = None
+    for name in (DONE_FILE, RUN_FILE):
+        if (out / name).is_file():
+            owner = read_json(out / name).get("fingerprint")
+            break
+    if owner is None:
+        if overwrite:
+            shutil.rmtree(out)
+            return "fresh"
+        raise QuirkyError(
+            f"output directory {out} is not empty and holds no finetuning run; choose an empty or new --out "
+            "(or pass --overwrite to replace its contents)."
+        )
+    if owner != fp:
+        if overwrite:
+            shutil.rmtree(out)
+            return "fresh"
+        raise QuirkyError(
+            f"output directory {out} holds a different finetuning run (fingerprint {owner}, this run is {fp}); "
+            "choose another --out, or pass --overwrite to replace it."
+        )
+    if overwrite:
+        shutil.rmtree(out)
+        return "fresh"
+    if (out / DONE_FILE).is_file():
+        return "cached"
+    return "resume"
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def _clean(value: Any) -> Any:
+    """JSON-safe numbers: NaN becomes null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.json and metrics.csv, each written atomically."""
+    rows = [{k: _clean(r.get(k)) for k in HISTORY_COLUMNS} for r in history]
+    write_json(out / METRICS_JSON, {"history": rows, "final": rows[-1] if rows else None})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(HISTORY_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {k: "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}
+        )
+    with atomic_path(out / METRICS_CSV) as tmp:
+        tmp.write_text(buffer.getvalue())
+
+
+def _save_model(model: Any, tokenizer: Any, target: Path, *, full: bool, model_name: str) -> None:
+    if full:
+        model.save_pretrained(target, safe_serialization=True)
+        tokenizer.save_pretrained(target)
+        return
+    for cfg in model.peft_config.values():
+        cfg.base_model_name_or_path = model_name  # portable: the name the user gave, not a cache path
+    model.save_pretrained(target, safe_serialization=True)
+
+
+# ------------------------------------------------------------------------------------------------ training
+def _make_optimizer(params: list[torch.nn.Parameter], config: FinetuneConfig) -> torch.optim.Optimizer:
+    betas = (config.adam_beta1, config.adam_beta2)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, betas=betas, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, betas=betas, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.adam_beta1, weight_decay=config.weight_decay
+        )
+    from transformers.optimization import Adafactor
+
+    return Adafactor(
+        params, lr=config.lr, weight_decay=config.weight_decay, scale_parameter=False, relative_step=False
+    )
+
+
+def _load_dtype(config: FinetuneConfig) -> str | None:
+    """Base weights: the loader's default (bf16 on GPU, fp32 on CPU) for LoRA; fp32 master weights for full
+    finetuning (bf16 autocast on GPU through accelerate's mixed precision)."""
+    if config.dtype != "auto":
+        return config.dtype
+    return "float32" if config.full else None
+
+
+def _mixed_precision(config: FinetuneConfig) -> str:
+    if (
+        config.full
+        and config.dtype == "auto"
+        and torch.cuda.is_available()
+        and torch.cuda.is_bf16_supported()
+    ):
+        return "bf16"
+    return "no"
+
+
+def finetune(
+    model: str,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    config: FinetuneConfig,
+    *,
+    overwrite: bool = False,
+    merge: bool = False,
+    stop_after: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> FinetuneResult:
+    """Finetune `model` on the quirky dataset at `dataset_dir`, writing the run to `out_dir`.
+
+    Resumes from the newest checkpoint of the same run; returns the stored result when the run is already
+    complete.  `stop_after` ends this invocation after that many optimizer steps in total (leaving a checkpoint),
+    for time-boxed chunks of a long run.  `log` receives the live progress lines on the main process.
+    """
+    from accelerate import Accelerator
+
+    config = config.validate()
+    out = Path(out_dir)
+    identity = run_identity(model, dataset_dir, config)
+    fp = fingerprint(identity)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(config))
+    main = accelerator.is_main_process
+    say: Callable[[str], None] = log if (log is not None and main) else (lambda _msg: None)
+
+    state = check_out_dir(out, fp, overwrite) if main else "fresh"
+    accelerator.wait_for_everyone()
+    if not main:
+        state = (
+            "cached"
+            if (out / DONE_FILE).is_file() and read_json(out / DONE_FILE).get("fingerprint") == fp
+            else "run"
+        )
+    if state == "cached":
+        return load_result(out)
+
+    # ---- data
+    train_df = training_frame(dataset_dir, config)
+    eval_df = eval_frame(dataset_dir, config)
+
+    # ---- model
+    from quirky.models import load_model
+
+    base, tokenizer = load_model(model, device=accelerator.device, dtype=_load_dtype(config))
+    train_set = encode_examples(tokenizer, train_df, config.max_length)
+    eval_set = encode_examples(tokenizer, eval_df, config.max_length) if len(eval_df) else None
+    pad_id = pad_id_of(tokenizer)
+    torch.manual_seed(config.seed)  # LoRA's random init and dropout
+    if config.full:
+        net = base
+        for p in net.parameters():
+            p.requires_grad_(True)
+    else:
+        net = add_lora(base, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets)
+    if config.gradient_checkpointing:
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not config.full:
+            net.enable_input_require_grads()
+    net.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(params, config)
+
+    world = accelerator.num_processes
+    global_batch = config.batch_size * config.grad_accum * world
+    total = schedule.total_steps(len(train_set), global_batch, config.epochs, config.steps)
+    warmup = schedule.warmup_steps(total, config.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: schedule.lr_multiplier(s, total, warmup, config.schedule)
+    )
+    net, optimizer = accelerator.prepare(net, optimizer)
+    evals = set(schedule.eval_steps(total, config.eval_every))
+
+    # ---- resume
+    start, history = 0, []
+    checkpoint = latest_checkpoint(out) if state == "resume" or not main else None
+    if checkpoint is not None and checkpoint_fingerprint(checkpoint) == fp:
+        start, rng, history = load_checkpoint(
+            checkpoint, model=accelerator.unwrap_model(net), optimizer=optimizer, scheduler=scheduler
+        )
+        set_rng_state(rng)
+        say(f"resuming {out} from step {start}/{total}")
+    elif main:
+        if (out / CHECKPOINTS).exists():
+            shutil.rmtree(out / CHECKPOINTS)
+        write_json(out / RUN_FILE, {"fingerprint": fp, "identity": identity, "complete": False})
+    run_info = {
+        "fingerprint": fp,
+        "identity": identity,
+        "config": config.to_dict(),
+        "model_name": model,
+        "dataset_dir": str(Path(dataset_dir)),
+        "kind": "full" if config.full else "lora",
+        "n_train": len(train_set),
+        "n_eval": len(eval_set) if eval_set is not None else 0,
+        "truncated_train_prompts": train_set.truncated,
+        "world_size": world,
+        "global_batch": global_batch,
+        "total_steps": total,
+        "warmup_steps": warmup,
+        "trainable_parameters": sum(p.numel() for p in params),
+        "quirky_version": quirky.__version__,
+    }
+    if start == 0:
+        say(
+            f"finetuning {model} ({run_info['kind']}, {run_info['trainable_parameters']:,} trainable parameters) on "
+            f"{len(train_set)} balanced examples: {total} steps of {global_batch}, lr {config.lr:g}"
+        )
+
+    def run_eval(step: int, train_loss: float) -> None:
+        row: dict[str, Any] = {
+            "step": step,
+            "epoch": step * global_batch / len(train_set),
+            "lr": config.lr * schedule.lr_multiplier(step - 1, total, warmup, config.schedule)
+            if step
+            else 0.0,
+            "train_loss": train_loss,
+        }
+        if main and eval_set is not None:
+            metrics = evaluate_examples(
+                accelerator.unwrap_model(net),
+                eval_set,
+                batch_size=config.eval_batch_size,
+                pad_id=pad_id,
+                device=accelerator.device,
+            )
+            row.update(metrics)
+        history.append(row)
+        if main:
+            write_history(out, history)
+            say(f"step {step:>5}/{total}  train loss {train_loss:.3f} | {format_metrics(row)}")
+        accelerator.wait_for_everyone()
+
+    t0 = time.perf_counter()
+    window: list[float] = []
+    step = start
+    last_saved = start
+    in_update = False
+    step_rng = rng_state()
+    try:
+        while step < total:
+            if stop_after is not None and step >= stop_after:
+                break
+            indices = schedule.batch_indices(step, global_batch, len(train_set), config.seed)
+            micro = schedule.rank_micro_batches(
+                indices, config.batch_size, config.grad_accum, accelerator.process_index
+            )
+            step_loss = 0.0
+            for k, idx in enumerate(micro):
+                batch = collate(train_set, idx, pad_id).to(accelerator.device)
+                sync = k == len(micro) - 1
+                ctx = contextlib.nullcontext() if sync else accelerator.no_sync(net)
+                with ctx:
+                    loss = answer_loss(last_token_logits(net, batch), batch) / config.grad_accum
+                    accelerator.backward(loss)
+                step_loss += float(loss.detach())
+            in_update = True
+            if config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            in_update = False
+            step_rng = rng_state()  # the state a resumed run starts the next step with
+            if world > 1:
+                step_loss = float(
+                    accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean")
+                )
+            window.append(step_loss)
+            if step in evals:
+                run_eval(step, float(np.mean(window)))
+                window = []
+            if step % config.save_every == 0 and step < total:
+                _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history)
+                last_saved = step
+    except KeyboardInterrupt:
+        if not in_update and step > last_saved:
+            _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history)
+            say(f"interrupted: checkpoint at step {step}; rerun the same command to resume")
+        raise
+    elapsed = time.perf_counter() - t0
+
+    if step < total:  # stopped early on request
+        if step > last_saved:
+            _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history)
+        say(f"stopped after step {step}/{total}; rerun to resume")
+        return FinetuneResult(out, fp, "stopped", step, total, history[-1] if history else {}, history)
+
+    final = history[-1] if history else {}
+    if main:
+        unwrapped = accelerator.unwrap_model(net)
+        with atomic_dir(out) as tmp:
+            _save_model(unwrapped, tokenizer, tmp, full=config.full, model_name=model)
+            write_history(tmp, history)
+            write_json(tmp / CONFIG_FILE, run_info)
+            write_json(
+                tmp / TIMING_FILE, {"train_seconds_this_invocation": elapsed, "resumed_from_step": start}
+            )
+            if merge and not config.full:
+                merged = unwrapped.merge_and_unload()
+                merged.save_pretrained(tmp / "merged", safe_serialization=True)
+                tokenizer.save_pretrained(tmp / "merged")
+            write_json(
+                tmp / DONE_FILE,
+                {
+                    "fingerprint": fp,
+                    "complete": True,
+                    "kind": run_info["kind"],
+                    "model_name": model,
+                    "identity": identity,
+                    "total_steps": total,
+                    "final": {k: _clean(v) for k, v in final.items()},
+                    "merged": bool(merge and not config.full),
+                    "quirky_version": quirky.__version__,
+                },
+            )
+        say(f"done in {elapsed:.0f} s: {out}")
+    accelerator.wait_for_everyone()
+    return FinetuneResult(out, fp, "complete", total, total, final, history)
+
+
+def _checkpoint(
+    accelerator: Any,
+    out: Path,
+    step: int,
+    fp: str,
+    net: Any,
+    optimizer: Any,
+    scheduler: Any,
+    rng: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> None:
+    if accelerator.is_main_process:
+        rows = [{k: _clean(v) for k, v in r.items()} for r in history]
+        save_checkpoint(
+            out,
+            step=step,
+            fingerprint=fp,
+            model=accelerator.unwrap_model(net),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            rng=rng,
+            history=rows,
+        )
+    accelerator.wait_for_everyone()
+
+
+def load_result(out_dir: str | Path) -> FinetuneResult:
+    """The stored result of a complete run."""
+    out = Path(out_dir)
+    if not (out / DONE_FILE).is_file():
+        raise QuirkyError(
+            f"{out} holds no complete finetuning run (no {DONE_FILE}); run `quirky finetune` first."
+        )
+    done = read_json(out / DONE_FILE)
+    history = read_json(out / METRICS_JSON).get("history", []) if (out / METRICS_JSON).is_file() else []
+    total = int(done.get("total_steps", 0))
+    return FinetuneResult(
+        out, str(done["fingerprint"]), "cached", total, total, done.get("final", {}), history
+    )

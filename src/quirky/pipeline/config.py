@@ -1,0 +1,194 @@
+"""The run configuration: one TOML/YAML file that names everything `quirky run` does.
+
+Why typed dataclasses with a strict loader: a sweep that runs for hours must fail in the first second on a typo
+(`lora_rnak = 8`), with a message that names the key, the section and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quirky.errors import QuirkyError
+
+
+@dataclass
+class DatasetsConfig:
+    names: list[str] = field(default_factory=lambda: ["addition"])
+    seed: int = 0
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    # Per-dataset builder options, e.g. {addition = {max_digits = 3}}.
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Local source files per dataset (authors, sciq, nli, or a custom sentiment source).
+    sources: dict[str, str] = field(default_factory=dict)
+    setup: str = "single"
+
+
+@dataclass
+class FinetuneConfig:
+    enabled: bool = True
+    preset: str | None = None
+    # Any other finetuning setting (lr, steps, lora_rank, batch_size, ...), passed through to quirky.finetune.
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExtractConfig:
+    train_split: str = "validation"
+    test_split: str = "test"
+    max_train_examples: int | None = 4000
+    max_test_examples: int | None = 1000
+    batch_size: int = 32
+
+
+@dataclass
+class ProbeConfig:
+    methods: list[str] | None = None  # None = every method
+    experiments: list[str] | None = None  # None = the reference grid
+    bootstrap: int = 200
+
+
+@dataclass
+class AnomalyConfig:
+    enabled: bool = True
+    method: str = "lr"
+    detectors: list[str] | None = None
+    exclude_datasets: list[str] = field(default_factory=lambda: ["population"])
+
+
+@dataclass
+class InterveneConfig:
+    enabled: bool = False
+    method: str = "mean-diff"
+    train_subset: str = "A"
+    layers: list[int] | None = None
+    max_examples: int = 300
+
+
+@dataclass
+class ExecutorConfig:
+    kind: str = "local"  # local | submitit-local | slurm
+    folder: str | None = None  # submitit log folder (default RUN/submitit)
+    slurm: dict[str, Any] = field(default_factory=dict)  # submitit slurm parameters, e.g. {partition = "gpu"}
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/run"
+    models: list[str] = field(default_factory=lambda: ["smollm2"])
+    datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
+    intervene: InterveneConfig = field(default_factory=InterveneConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    device: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_EXECUTORS = ("local", "submitit-local", "slurm")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`, returning it (dataclasses are built recursively)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise QuirkyError(f"config: [{where}] must be a table, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(value, arg, where)
+            except QuirkyError as e:
+                errors.append(str(e))
+        raise QuirkyError(errors[0] if errors else f"config: {where} has an invalid value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise QuirkyError(f"config: {where} must be a list, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_check(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise QuirkyError(f"config: {where} must be a table, got {value!r}")
+        _, inner = typing.get_args(tp)
+        return {str(k): _check(v, inner, f"{where}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise QuirkyError(f"config: {where} must be an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise QuirkyError(f"config: {where} must be {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise QuirkyError(
+            f"config: unknown key(s) {', '.join(unknown)} in [{where or 'top level'}]; allowed: {', '.join(names)}"
+        )
+    kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Validate a parsed config mapping into a `RunConfig` (strict: unknown keys and wrong types are errors)."""
+    cfg: RunConfig = _build(RunConfig, data, "")
+    if not cfg.models:
+        raise QuirkyError('config: `models` is empty; name at least one model (e.g. models = ["smollm2"])')
+    if not cfg.datasets.names:
+        raise QuirkyError(
+            "config: [datasets] names is empty; name at least one dataset (see `quirky datasets list`)"
+        )
+    if cfg.executor.kind not in _EXECUTORS:
+        raise QuirkyError(
+            f"config: [executor] kind must be one of {', '.join(_EXECUTORS)}, got {cfg.executor.kind!r}"
+        )
+    return cfg
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) run config."""
+    path = Path(path)
+    if not path.is_file():
+        raise QuirkyError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise QuirkyError(f"config {path}: use a .toml, .yaml or .yml file")
+    except (tomllib.TOMLDecodeError, ValueError) as e:
+        raise QuirkyError(f"config {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+    if not isinstance(data, dict):
+        raise QuirkyError(f"config {path}: the top level must be a mapping of sections")
+    return config_from_dict(data)

@@ -1,0 +1,95 @@
+"""Logistic regression probes: `lr` on the last-token state and `lr-on-pair` on the concatenated contrast pair.
+
+Objective (reference §5): mean BCE(sigmoid(w.x + b), y) + l2 * ||w||^2, bias unpenalised, no input scaling.  In
+scikit-learn's terms that is `LogisticRegression(C = 1 / (2 * n * l2))`.
+
+Why it is fast: all layers are one batched L-BFGS problem, and two exact reformulations make it well
+conditioned.  (1) Centring: with an unpenalised bias, fitting on x - mean(x) and folding w.mean into the bias
+gives the same minimiser, and removes the huge mean direction of residual streams from the Hessian.
+(2) Diagonal (Jacobi) preconditioning: the optimiser works in v = w * sqrt(h), h = var(x)/4 + 2 l2 (the Hessian
+diagonal at w = 0), so outlier dimensions with 1000x the variance of the rest do not dictate the step size.  The
+minimiser is unchanged; the iteration count drops from thousands to hundreds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from quirky.probes.base import Probe, flatten_pairs, linear_score
+from quirky.probes.optim import lbfgs
+
+
+def fit_logistic(
+    x: Tensor, y: Tensor, *, l2: float, max_iter: int, gtol: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Fit L independent L2-penalised logistic regressions on x [L, n, f], y [n].
+
+    Returns (w [L, f], b [L], n_iter [L], converged [L]) with score = x.w + b in the input space.
+    """
+    num_layers, n, f = x.shape
+    mean = x.mean(dim=1)  # [L, f]
+    var = x.var(dim=1, unbiased=False)
+    sq = torch.sqrt(var / 4 + 2 * l2).clamp_min(1e-12)  # preconditioner for w
+    bias_sq = 0.5  # sqrt of the bias' Hessian diagonal (1/4) at w = 0
+    yb = y.to(x.dtype).expand(num_layers, n)
+
+    def fun(v: Tensor) -> tuple[Tensor, Tensor]:
+        w = v[:, :f] / sq
+        b = v[:, f] / bias_sq
+        s = torch.bmm(x, w.unsqueeze(-1)).squeeze(-1) - (mean * w).sum(-1, keepdim=True) + b[:, None]
+        loss = (torch.nn.functional.softplus(s) - yb * s).mean(dim=1) + l2 * (w * w).sum(-1)
+        r = (torch.sigmoid(s) - yb) / n  # [L, n]
+        gw = torch.bmm(r.unsqueeze(1), x).squeeze(1) - mean * r.sum(-1, keepdim=True) + 2 * l2 * w
+        gb = r.sum(-1)
+        return loss, torch.cat([gw / sq, (gb / bias_sq)[:, None]], dim=1)
+
+    v0 = torch.zeros(num_layers, f + 1, device=x.device, dtype=x.dtype)
+    res = lbfgs(fun, v0, max_iter=max_iter, gtol=gtol)
+    w = res.x[:, :f] / sq
+    b_centred = res.x[:, f] / bias_sq
+    b = b_centred - (mean * w).sum(-1)
+    return w, b, res.n_iter, res.converged
+
+
+class LogisticRegressionProbe(Probe):
+    """`lr`: L2-penalised logistic regression on the last-prompt-token state, one per layer."""
+
+    name = "lr"
+    state_keys = ("direction", "bias", "n_iter", "converged")
+
+    def __init__(self, l2: float = 1e-3, max_iter: int = 1000, gtol: float = 1e-6) -> None:
+        super().__init__()
+        self.l2, self.max_iter, self.gtol = float(l2), int(max_iter), float(gtol)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"l2": self.l2, "max_iter": self.max_iter, "gtol": self.gtol}
+
+    def _features(self, x: Tensor) -> Tensor:
+        return x
+
+    def _fit(self, x: Tensor, y: Tensor) -> None:
+        w, b, n_iter, converged = fit_logistic(
+            self._features(x), y, l2=self.l2, max_iter=self.max_iter, gtol=self.gtol
+        )
+        self.state = {"direction": w, "bias": b, "n_iter": n_iter, "converged": converged}
+
+    def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor:
+        return linear_score(self._features(x), state["direction"], state["bias"])
+
+
+class PairLogisticRegressionProbe(LogisticRegressionProbe):
+    """`lr-on-pair`: the same on [h_neg ; h_pos] (2d features); `direction` is [L, 2d]."""
+
+    name = "lr-on-pair"
+    pair = True
+
+    def _features(self, x: Tensor) -> Tensor:
+        return flatten_pairs(x)
+
+    @property
+    def expected_shape(self) -> tuple[int, int]:
+        w = self.state["direction"]
+        return int(w.shape[0]), int(w.shape[-1]) // 2

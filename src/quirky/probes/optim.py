@@ -1,0 +1,194 @@
+"""Batched optimisers: many independent small problems (one per layer, or per layer x restart) at once.
+
+Why: the reference fits one probe per layer in a Python loop, each with its own `torch.optim.LBFGS`.  Every
+iteration of such a fit is a matrix-vector product over an [n, d] slice, which is memory-bound; stacking the
+layers (and CCS restarts) turns those into one batched product per iteration and lets each problem stop on its
+own convergence test.  The optimiser here is plain L-BFGS (two-loop recursion, Armijo backtracking) with every
+quantity carrying a leading batch dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+Objective = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class LbfgsResult:
+    x: Tensor  # [B, p] solution
+    f: Tensor  # [B] objective at x
+    n_iter: Tensor  # [B] iterations each problem took
+    converged: Tensor  # [B] bool: met a tolerance (False = hit max_iter)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).sum(dim=-1)
+
+
+def lbfgs(
+    fun: Objective,
+    x0: Tensor,
+    *,
+    max_iter: int = 1000,
+    history: int = 10,
+    gtol: float = 1e-6,
+    ftol: float = 1e-10,
+    max_ls: int = 30,
+) -> LbfgsResult:
+    """Minimise B independent smooth objectives with L-BFGS.
+
+    `fun(x)` maps x [B, p] to (f [B], grad [B, p]); problem b must depend on row b only.  A problem stops when
+    max|grad| <= gtol, or when an accepted step changes f by <= ftol * max(1, |f|), or when no step along the
+    search direction decreases f (numerical stagnation).  Stopped problems keep their x while the others go on.
+    """
+    x = x0.clone()
+    bsz, p = x.shape
+    f, g = fun(x)
+    f, g = f.detach(), g.detach()
+    dev, dt = x.device, x.dtype
+    s_hist = torch.zeros(history, bsz, p, device=dev, dtype=dt)
+    y_hist = torch.zeros_like(s_hist)
+    rho = torch.zeros(history, bsz, device=dev, dtype=dt)
+    gamma = torch.ones(bsz, device=dev, dtype=dt)
+    active = g.abs().amax(dim=-1) > gtol
+    converged = ~active
+    n_iter = torch.zeros(bsz, dtype=torch.long, device=dev)
+    slot = 0
+    for it in range(max_iter):
+        if not bool(active.any()):
+            break
+        # two-loop recursion; empty history slots have rho = 0 and contribute nothing
+        q = -g
+        alphas = []
+        for k in range(history):
+            j = (slot - 1 - k) % history
+            a = rho[j] * _dot(s_hist[j], q)
+            q = q - a[:, None] * y_hist[j]
+            alphas.append((j, a))
+        r = q * gamma[:, None]
+        for j, a in reversed(alphas):
+            beta = rho[j] * _dot(y_hist[j], r)
+            r = r + (a - beta)[:, None] * s_hist[j]
+        d = r
+        gd = _dot(g, d)
+        bad = ~(gd < 0) | ~torch.isfinite(gd)
+        if bool(bad.any()):  # not a descent direction: fall back to steepest descent and forget the history
+            d = torch.where(bad[:, None], -g, d)
+            gd = torch.where(bad, -_dot(g, g), gd)
+            rho[:, bad] = 0.0
+            gamma = torch.where(bad, torch.ones_like(gamma), gamma)
+        if it == 0:
+            t = torch.clamp(1.0 / g.abs().sum(dim=-1).clamp_min(1e-30), max=1.0)
+        else:
+            t = torch.ones(bsz, device=dev, dtype=dt)
+        t = torch.where(active, t, torch.zeros_like(t))
+        pending = active.clone()
+        x_new, f_new, g_new = x, f, g
+        for _ in range(max_ls):
+            x_try = x + t[:, None] * d
+            f_try, g_try = fun(x_try)
+            f_try, g_try = f_try.detach(), g_try.detach()
+            ok = torch.isfinite(f_try) & (f_try <= f + 1e-4 * t * gd)
+            take = pending & ok
+            x_new = torch.where(take[:, None], x_try, x_new)
+            f_new = torch.where(take, f_try, f_new)
+            g_new = torch.where(take[:, None], g_try, g_new)
+            pending = pending & ~ok
+            if not bool(pending.any()):
+                break
+            t = torch.where(pending, t * 0.5, t)
+        stalled = pending  # line search failed: no decrease found along d
+        moved = active & ~stalled
+        s = x_new - x
+        y = g_new - g
+        sy = _dot(s, y)
+        good = moved & (sy > 1e-10 * torch.sqrt(_dot(s, s) * _dot(y, y)).clamp_min(1e-30))
+        s_hist[slot] = torch.where(good[:, None], s, torch.zeros_like(s))
+        y_hist[slot] = torch.where(good[:, None], y, torch.zeros_like(y))
+        rho[slot] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
+        gamma = torch.where(good, sy / _dot(y, y).clamp_min(1e-30), gamma)
+        slot = (slot + 1) % history
+        df = (f - f_new).abs()
+        x = torch.where(moved[:, None], x_new, x)
+        f_prev = f
+        f = torch.where(moved, f_new, f)
+        g = torch.where(moved[:, None], g_new, g)
+        n_iter = n_iter + active.long()
+        done_g = g.abs().amax(dim=-1) <= gtol
+        done_f = moved & (df <= ftol * torch.maximum(f_prev.abs(), torch.ones_like(f_prev)))
+        newly = active & (done_g | done_f | stalled)
+        converged = converged | newly
+        active = active & ~newly
+    return LbfgsResult(x=x, f=f, n_iter=n_iter, converged=converged)
+
+
+def fit_platt(
+    s: Tensor,
+    y: Tensor,
+    *,
+    ridge: float = 1e-4,
+    max_iter: int = 50,
+    tol: float = 1e-10,
+) -> tuple[Tensor, Tensor]:
+    """Fit scale a and bias c of sigmoid(a*s + c) to 0/1 targets `y` by Newton's method, batched over rows.
+
+    `s`, `y`: [B, m].  Returns a, c: [B].  The score is standardised first, and a tiny ridge on the standardised
+    slope keeps `a` finite when the training data are separable (the AUROC never depends on it; the threshold
+    `a*s + c = 0` is then the maximum-margin-like point the ridge selects).  This is the "fitted bias and scale"
+    that makes thresholding at zero meaningful for mean-diff / LDA / CCS / CRC.
+    """
+    s64 = s.to(torch.float64)
+    y64 = y.to(torch.float64).expand_as(s64)
+    mu = s64.mean(dim=-1, keepdim=True)
+    sd = s64.std(dim=-1, keepdim=True).clamp_min(1e-12)
+    z = (s64 - mu) / sd
+    m = z.shape[-1]
+    a = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
+    c = torch.zeros_like(a)
+
+    def objective(a_: Tensor, c_: Tensor) -> Tensor:
+        logits = a_[:, None] * z + c_[:, None]
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y64, reduction="none").mean(-1)
+        return bce + ridge * a_**2
+
+    f = objective(a, c)
+    for _ in range(max_iter):
+        logits = a[:, None] * z + c[:, None]
+        p = torch.sigmoid(logits)
+        r = p - y64
+        w = p * (1 - p)
+        ga = (r * z).sum(-1) / m + 2 * ridge * a
+        gc = r.sum(-1) / m
+        haa = (w * z * z).sum(-1) / m + 2 * ridge
+        hac = (w * z).sum(-1) / m
+        hcc = w.sum(-1) / m + 1e-12
+        det = haa * hcc - hac * hac
+        da = -(hcc * ga - hac * gc) / det
+        dc = -(haa * gc - hac * ga) / det
+        step = torch.ones_like(a)
+        for _ in range(30):  # backtracking keeps Newton monotone far from the optimum
+            f_new = objective(a + step * da, c + step * dc)
+            ok = f_new <= f + 1e-12
+            if bool(ok.all()):
+                break
+            step = torch.where(ok, step, step * 0.5)
+        a = a + step * da
+        c = c + step * dc
+        f_old, f = f, objective(a, c)
+        if bool(((f_old - f).abs() <= tol).all()):
+            break
+    scale = a / sd[:, 0]
+    bias = c - scale * mu[:, 0]
+    return scale.to(s.dtype), bias.to(s.dtype)
+
+
+def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> Tensor:
+    """nn.Linear's default init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from an explicit generator."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound

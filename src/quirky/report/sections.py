@@ -1,0 +1,429 @@
+"""One builder per report section: read a stage's outputs from the run directory, return a `Section` (what the
+reader sees) and a JSON-safe dict (what goes into summary.json).
+
+Every builder tolerates a missing stage (the section says "not run" and why) and several models/datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import quirky
+from quirky.errors import QuirkyError
+from quirky.fileio import read_json
+from quirky.report import figures
+from quirky.report.document import Code, Figure, Paragraph, Section, Table
+from quirky.report.layout import RunLayout
+
+SUBSETS = ("A", "B", "AE", "AH", "BE", "BH")
+SUBSET_NAMES = {
+    "A": "Alice, all",
+    "B": "Bob, all",
+    "AE": "Alice, easy",
+    "AH": "Alice, hard",
+    "BE": "Bob, easy",
+    "BH": "Bob, hard",
+}
+
+SectionResult = tuple[Section, dict[str, Any]]
+
+
+def clean_json(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively, so summary.json is valid JSON."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _missing(section_id: str, title: str, why: str) -> SectionResult:
+    return Section(section_id, title, present=False, note=why), {"present": False, "note": why}
+
+
+def _label(model: str, dataset: str, several_models: bool, several_datasets: bool) -> str:
+    parts = ([model] if several_models else []) + ([dataset] if several_datasets else [])
+    return " / ".join(parts) or dataset
+
+
+# --------------------------------------------------------------------------------------------------- overview
+def overview(run: RunLayout) -> SectionResult:
+    """The run's config, software versions and fingerprints (run.json), and what stages are present."""
+    sec = Section("overview", "Run configuration, versions and fingerprints")
+    data: dict[str, Any] = {"present": True}
+    stages = pd.DataFrame(
+        [
+            ("datasets", len(run.datasets)),
+            ("finetuning runs", len(run.finetune)),
+            ("activation stores", len(run.activations)),
+            ("probe runs", len(run.probes)),
+            ("anomaly runs", len(run.anomaly)),
+            ("intervention runs", len(run.interventions)),
+        ],
+        columns=["stage", "outputs found"],
+    )
+    sec.blocks.append(Table(stages, "Stages found in the run directory"))
+    data["stages"] = dict(stages.itertuples(index=False, name=None))
+    data["models"] = run.models()
+    data["datasets"] = run.dataset_names()
+    info: dict[str, Any] = {}
+    if run.run_json.is_file():
+        info = read_json(run.run_json)
+    else:
+        sec.note = f"no {run.run_json.name}: the run's config, versions and fingerprints are unknown"
+    versions = dict(info.get("versions") or {})
+    versions.setdefault("quirky (report)", quirky.__version__)
+    versions.setdefault("python (report)", platform.python_version())
+    sec.blocks.append(Table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"]), "Versions"))
+    fps = info.get("fingerprints") or {}
+    if fps:
+        sec.blocks.append(
+            Table(pd.DataFrame(sorted(fps.items()), columns=["stage", "fingerprint"]), "Fingerprints (cache keys)")
+        )
+    if "config" in info:
+        sec.blocks.append(Paragraph("Configuration of the run:"))
+        sec.blocks.append(Code(json.dumps(info["config"], indent=2, sort_keys=True, default=str)))
+    data.update({"config": info.get("config"), "versions": versions, "fingerprints": fps})
+    for key in ("started", "finished"):
+        if key in info:
+            data[key] = info[key]
+    return sec, data
+
+
+# --------------------------------------------------------------------------------------------------- datasets
+def datasets(run: RunLayout, n_examples: int = 2) -> SectionResult:
+    """Split sizes, the Alice x Bob label crosstab, persona/difficulty counts and example prompts."""
+    if not run.datasets:
+        return _missing("datasets", "Datasets", "no datasets/ in the run directory")
+    from quirky.datasets import SPLITS, load_split, read_meta, templatize
+
+    sec = Section("datasets", "Datasets")
+    data: dict[str, Any] = {"present": True, "datasets": {}}
+    size_rows, cross_rows = [], []
+    for name, path in run.datasets.items():
+        meta = read_meta(path)
+        entry: dict[str, Any] = {"fingerprint": meta.get("fingerprint"), "options": meta.get("options")}
+        frames = {s: load_split(path, s) for s in SPLITS if (path / f"{s}.parquet").is_file()}
+        for split, df in frames.items():
+            alice = df["character"] == "Alice"
+            q = df["difficulty_quantile"]
+            size_rows.append(
+                {
+                    "dataset": name,
+                    "split": split,
+                    "records": len(df),
+                    "Alice": int(alice.sum()),
+                    "Bob": int((~alice).sum()),
+                    "easy (q≤.25)": int((q <= 0.25).sum()),
+                    "hard (q≥.75)": int((q >= 0.75).sum()),
+                    "Alice label true": float(df["alice_label"].mean()),
+                    "Alice≠Bob": float((df["alice_label"] != df["bob_label"]).mean()),
+                }
+            )
+        if frames:
+            every = pd.concat(frames.values(), ignore_index=True)
+            for a in (True, False):
+                for b in (True, False):
+                    cross_rows.append(
+                        {
+                            "dataset": name,
+                            "Alice label": str(a),
+                            "Bob label": str(b),
+                            "records": int(((every["alice_label"] == a) & (every["bob_label"] == b)).sum()),
+                            "fraction": float(((every["alice_label"] == a) & (every["bob_label"] == b)).mean()),
+                        }
+                    )
+            split = "test" if "test" in frames else next(iter(frames))
+            df = frames[split]
+            picks = pd.concat(
+                [df[df["character"] == c].head(n_examples) for c in ("Alice", "Bob")], ignore_index=True
+            )
+            try:
+                templated = templatize(picks, str(meta.get("name", name)), setup="single")
+                examples = [
+                    f"[{r.character}, Alice label {bool(r.alice_label)}, Bob label {bool(r.bob_label)}, "
+                    f"difficulty q={r.difficulty_quantile:.2f}] {r.statement!r} -> choices {list(r.choices)!r}"
+                    for r in templated.itertuples()
+                ]
+            except QuirkyError as e:
+                examples = [f"(could not templatize: {e})"]
+            entry["examples"] = examples
+            sec.blocks.append(Paragraph(f"Example prompts of {name} ({split} split, setup 'single'):"))
+            sec.blocks.append(Code("\n".join(examples)))
+        data["datasets"][name] = entry
+    sizes = pd.DataFrame(size_rows)
+    cross = pd.DataFrame(cross_rows)
+    sec.blocks.insert(0, Table(sizes, "Split sizes, personas, difficulty quartiles and label balance"))
+    if not cross.empty:
+        sec.blocks.insert(1, Table(cross, "Alice x Bob label crosstab (all splits)"))
+    data["sizes"] = sizes.to_dict(orient="records")
+    data["crosstab"] = cross.to_dict(orient="records")
+    return sec, data
+
+
+# --------------------------------------------------------------------------------------------------- finetune
+def finetuning(run: RunLayout) -> SectionResult:
+    """Training curves and final evaluation metrics of every finetuning run (metrics.json)."""
+    runs = {k: p for k, p in run.finetune.items() if (p / "metrics.json").is_file()}
+    if not runs:
+        why = "no finetune/<model>__<dataset>/metrics.json in the run directory"
+        if run.finetune:
+            why = "finetuning directories exist but none holds metrics.json (unfinished runs?)"
+        return _missing("finetuning", "Finetuning", why)
+    sec = Section("finetuning", "Finetuning")
+    histories: dict[str, pd.DataFrame] = {}
+    finals = []
+    for (model, dataset), path in sorted(runs.items()):
+        m = read_json(path / "metrics.json")
+        h = pd.DataFrame(m.get("history") or [])
+        if h.empty or "step" not in h:
+            continue
+        name = f"{model} / {dataset}"
+        histories[name] = h.apply(pd.to_numeric, errors="coerce")
+        final = dict(m.get("final") or h.iloc[-1].to_dict())
+        finals.append({"model": model, "dataset": dataset, **{k: final.get(k) for k in _FINAL_KEYS}})
+    if not histories:
+        return _missing("finetuning", "Finetuning", "the finetuning metrics hold no evaluation history")
+    sec.blocks.append(
+        Figure(
+            "finetune_curves",
+            figures.finetune_curves(histories),
+            "Finetuning: training and evaluation loss (left) and the AUROC of the LM's answer log-odds on the "
+            "evaluation split (right): Alice prompts vs Alice's labels, Bob prompts vs Bob's labels, and Bob "
+            "prompts vs the truth (Alice's labels).",
+        )
+    )
+    table = pd.DataFrame(finals)
+    sec.blocks.append(Table(table, "Final evaluation metrics"))
+    return sec, {"present": True, "final": table.to_dict(orient="records")}
+
+
+_FINAL_KEYS = ("step", "loss", "alice_acc", "alice_auroc", "bob_acc", "bob_auroc", "bob_vs_truth_auroc")
+
+
+# --------------------------------------------------------------------------------------------------- LM accuracy
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if len(labels) == 0 or labels.min() == labels.max():
+        return math.nan
+    return float(roc_auc_score(labels, scores))
+
+
+def lm_accuracy(run: RunLayout, split: str = "test") -> SectionResult:
+    """Accuracy and AUROC of the LM's own answer (first-token log-odds) per persona and difficulty."""
+    stores = {(m, d): p for (m, d, s), p in run.activations.items() if s == split}
+    if not stores:
+        return _missing("lm", "LM accuracy by persona and difficulty", f"no activations/<model>/<dataset>/{split}/ store")
+    from quirky.extraction.store import open_store
+
+    sec = Section("lm", "LM accuracy by persona and difficulty")
+    several_m = len({m for m, _ in stores}) > 1
+    several_d = len({d for _, d in stores}) > 1
+    rows = []
+    for (model, dataset), path in sorted(stores.items()):
+        store = open_store(path)
+        lo = store.lm_log_odds().numpy()
+        meta = store.meta
+        for subset in SUBSETS:
+            mask = store.mask(subset)
+            own = meta["label"].to_numpy()[mask]
+            alice = meta["alice_label"].to_numpy()[mask]
+            s = lo[mask]
+            rows.append(
+                {
+                    "run": _label(model, dataset, several_m, several_d),
+                    "model": model,
+                    "dataset": dataset,
+                    "subset": subset,
+                    "n": int(mask.sum()),
+                    "accuracy": float(np.mean((s > 0) == (own == 1))) if mask.any() else math.nan,
+                    "AUROC (persona label)": _auroc(s, own),
+                    "AUROC (truth)": _auroc(s, alice),
+                }
+            )
+    table = pd.DataFrame(rows)
+    sec.blocks.append(
+        Figure(
+            "lm_accuracy",
+            figures.grouped_bars(
+                table.assign(subset=table["subset"].map(lambda s: SUBSET_NAMES[s].replace(", ", "\n"))),
+                group="subset",
+                series="run",
+                y="accuracy",
+                ylabel="accuracy (vs the persona's label)",
+                title=f"LM answer accuracy on the {split} split",
+            ),
+            "Accuracy of the LM's answer (first-token log-odds > 0) against the label of the persona in the "
+            "prompt, by persona and difficulty quartile (easy: difficulty quantile ≤ 0.25, hard: ≥ 0.75).",
+        )
+    )
+    sec.blocks.append(Table(table.drop(columns=["run"]), "LM accuracy and AUROC per subset"))
+    return sec, {"present": True, "split": split, "rows": table.drop(columns=["run"]).to_dict(orient="records")}
+
+
+# --------------------------------------------------------------------------------------------------- anomaly
+def anomaly(run: RunLayout) -> SectionResult:
+    """AUROC (with CI) and recall at low false-positive rates of every detector, and score distributions."""
+    if not run.anomaly:
+        return _missing("anomaly", "Mechanistic anomaly detection", "no anomaly/<model>/<dataset>/anomaly.json")
+    sec = Section("anomaly", "Mechanistic anomaly detection")
+    rows, excluded, score_frames = [], [], []
+    for (model, dataset), path in sorted(run.anomaly.items()):
+        doc = read_json(path / "anomaly.json")
+        for r in doc.get("results", []):
+            ci = r.get("auroc_ci") or [None, None]
+            recall = r.get("recall_at_fpr") or {}
+            row = {
+                "model": model,
+                "dataset": dataset,
+                "method": r.get("method"),
+                "detector": r.get("detector"),
+                "AUROC": r.get("auroc"),
+                "CI low": ci[0],
+                "CI high": ci[1],
+                "recall@1%FPR": recall.get("0.01"),
+                "recall@5%FPR": recall.get("0.05"),
+                "n normal": r.get("n_normal"),
+                "n anomalous": r.get("n_anomalous"),
+                "excluded": bool(r.get("excluded")),
+            }
+            rows.append(row)
+            if r.get("excluded"):
+                excluded.append(f"{model}/{dataset}: {r.get('exclusion_reason')}")
+        scores_file = path / "scores.parquet"
+        if scores_file.is_file():
+            sf = pd.read_parquet(scores_file)
+            score_frames.append(sf.assign(model=model, dataset=dataset))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return _missing("anomaly", "Mechanistic anomaly detection", "the anomaly results are empty")
+    table = table.astype({c: float for c in ("AUROC", "CI low", "CI high", "recall@1%FPR", "recall@5%FPR")})
+    sec.blocks.append(
+        Paragraph(
+            "Detectors are fitted on trusted data only (Alice-easy test examples) and must tell Alice-hard "
+            "(normal) from Bob-hard (anomalous) examples. AUROC with the anomalous class positive; recall at a "
+            "false-positive rate measured on the normal test examples."
+        )
+    )
+    kept = table[~table["excluded"]]
+    several_d = table["dataset"].nunique() > 1
+    plot = kept.assign(
+        config=kept["detector"] + " / " + kept["method"],
+        where=kept["dataset"] + ((" / " + kept["model"]) if table["model"].nunique() > 1 else ""),
+    )
+    if not plot.empty:
+        sec.blocks.append(
+            Figure(
+                "anomaly_auroc",
+                figures.grouped_bars(
+                    plot, group="where", series="config", y="AUROC", lo="CI low", hi="CI high",
+                    ylabel="anomaly AUROC (Bob-hard vs Alice-hard)", ylim=(0.0, 1.02),
+                ),
+                "Anomaly detection AUROC per dataset (error bars: 95% bootstrap CI), one bar per detector / "
+                "probe method.",
+            )
+        )
+    summary = (
+        kept.groupby(["detector", "method"], sort=True)["AUROC"].agg(["mean", "count"]).reset_index()
+        .rename(columns={"mean": "mean AUROC", "count": "datasets x models"})
+    )
+    if several_d or table["model"].nunique() > 1:
+        sec.blocks.append(Table(summary, "Mean anomaly AUROC over datasets and models (exclusions left out)"))
+    sec.blocks.append(Table(table, "Anomaly detection results"))
+    if excluded:
+        sec.blocks.append(
+            Paragraph("Left out of the averages (still listed above): " + "; ".join(sorted(set(excluded))))
+        )
+    if score_frames:
+        scores = pd.concat(score_frames, ignore_index=True)
+        ref = scores[(scores["detector"] == "gaussian") & scores["subset"].isin(["AH", "BH"])]
+        if not ref.empty:
+            ref = ref.assign(
+                panel=ref["dataset"] + " / " + ref["method"] + ((" / " + ref["model"]) if table["model"].nunique() > 1 else ""),
+                subset=ref["subset"].map({"AH": "Alice hard (normal)", "BH": "Bob hard (anomalous)"}),
+            )
+            sec.blocks.append(
+                Figure(
+                    "anomaly_scores",
+                    figures.score_histograms(ref, panel="panel", group="subset", value="score",
+                                             xlabel="anomaly score (−log density)"),
+                    "Distribution of the reference detector's anomaly score (negative Gaussian log-density of the "
+                    "per-layer probe scores) on Alice-hard and Bob-hard test examples.",
+                )
+            )
+    return sec, {
+        "present": True,
+        "results": table.to_dict(orient="records"),
+        "mean_auroc": summary.to_dict(orient="records"),
+        "excluded": sorted(set(excluded)),
+    }
+
+
+# --------------------------------------------------------------------------------------------------- interventions
+def interventions(run: RunLayout) -> SectionResult:
+    """The LM's AUROC against Alice's and Bob's labels after reflecting the probe direction, per layer."""
+    if not run.interventions:
+        return _missing(
+            "interventions", "Interventions", "no interventions/<model>/<dataset>/<method>__<train>/interventions.json"
+        )
+    sec = Section("interventions", "Interventions")
+    rows, refs, summary = [], {}, []
+    for (model, dataset, name), path in sorted(run.interventions.items()):
+        doc = read_json(path / "interventions.json")
+        cfg = doc.get("config", {})
+        total = cfg.get("num_layers")
+        panel = f"{dataset} / {name}" + (f" / {model}" if len(run.models()) > 1 else "")
+        clean = doc.get("clean", {})
+        refs[panel] = [("clean, vs Alice", clean.get("auroc_alice")), ("clean, vs Bob", clean.get("auroc_bob"))]
+        for r in doc.get("layers", []):
+            x = (r["layer"] + 1) / total if total else r["layer"]
+            for who in ("alice", "bob"):
+                rows.append({"panel": panel, "series": f"intervened, vs {who.capitalize()}", "x": x,
+                             "y": r.get(f"auroc_{who}")})
+            summary.append({"model": model, "dataset": dataset, "run": name, **r})
+    frame = pd.DataFrame(rows).astype({"y": float})
+    xlabel = "layer (fraction of depth)" if all(
+        read_json(p / "interventions.json").get("config", {}).get("num_layers") for p in run.interventions.values()
+    ) else "layer"
+    sec.blocks.append(
+        Paragraph(
+            "At one layer at a time, the last prompt token's residual state is reflected across the probe's "
+            "direction through its training mean (h' = h − 2((h−μ)·u)u); the rest of the model runs unchanged. "
+            "If the model's answer reads the probed direction, the AUROC of its answer against the labels it "
+            "used falls below 0.5."
+        )
+    )
+    sec.blocks.append(
+        Figure(
+            "interventions",
+            figures.line_panels(frame, panel="panel", series="series", x="x", y="y", references=refs,
+                                xlabel=xlabel, ylabel="AUROC of LM log-odds", ylim=(0.0, 1.02)),
+            "AUROC of the LM's answer log-odds against Alice's and Bob's labels after the reflection at each layer "
+            "(solid) and without intervention (dashed/dotted).",
+        )
+    )
+    table = pd.DataFrame(summary)
+    sec.blocks.append(Table(table, "Intervention results per layer"))
+    return sec, {"present": True, "results": table.to_dict(orient="records")}
+
+
+BUILDERS: list[tuple[str, Callable[[RunLayout], SectionResult]]] = [
+    ("overview", overview),
+    ("datasets", datasets),
+    ("finetuning", finetuning),
+    ("lm", lm_accuracy),
+    ("anomaly", anomaly),
+    ("interventions", interventions),
+]
