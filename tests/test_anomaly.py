@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
 from scipy import integrate, stats
 from sklearn.metrics import roc_auc_score
 
@@ -153,7 +156,9 @@ def test_subtract_diag_sees_broken_correlations_only() -> None:
         z = rng.normal(size=n)
         return np.c_[z, sign * z + 0.3 * rng.normal(size=n)]
 
-    split = AnomalySplit(trusted=correlated(2000, 1.0), normal=correlated(500, 1.0), anomalous=correlated(500, -1.0))
+    split = AnomalySplit(
+        trusted=correlated(2000, 1.0), normal=correlated(500, 1.0), anomalous=correlated(500, -1.0)
+    )
     full, _ = evaluate_detector("gaussian", split, n_boot=20)
     sub, _ = evaluate_detector("gaussian-subtract-diag", split, n_boot=20)
     assert full["auroc"] > 0.8 and sub["auroc"] > 0.8
@@ -192,3 +197,161 @@ def test_exclusions_are_explicit() -> None:
     assert "confounded" in (exclusion_reason("population", ["population"]) or "")
     assert exclusion_reason("population", []) is None
     assert "exclusion list" in (exclusion_reason("sciq", ["sciq"]) or "")
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+L_SYN, D_SYN = 3, 6
+
+
+def _synthetic_store(path, n: int, seed: int):
+    """Hidden states with a truth direction (dim 0) whose sign flips at the middle layer for Bob's prompts, and a
+    large Bob-only offset along dim 5 at every layer; persona/difficulty metadata like a real store's."""
+    import pandas as pd
+
+    from quirky.extraction.store import write_store
+
+    rng = np.random.default_rng(seed)
+    bob = np.arange(n) % 2 == 1
+    alice_label = rng.random(n) < 0.5
+    bob_label = np.where(rng.random(n) < 0.5, alice_label, ~alice_label)
+    label = np.where(bob, bob_label, alice_label)
+    meta = pd.DataFrame(
+        {
+            "id": [f"ex{seed}-{i}" for i in range(n)],
+            "character": np.where(bob, "Bob", "Alice"),
+            "label": label.astype(int),
+            "alice_label": alice_label.astype(int),
+            "bob_label": bob_label.astype(int),
+            "difficulty_quantile": rng.random(n),
+            "template": 0,
+        }
+    )
+    h = rng.normal(size=(L_SYN, n, D_SYN))
+    sign = 2.0 * label - 1.0
+    for layer in range(L_SYN):
+        flip = np.where(bob & (layer == 1), -1.0, 1.0)
+        h[layer, :, 0] += 2.0 * sign * flip
+        h[layer, :, 5] += 6.0 * bob
+    source = {"model": {"model": {"name": "synthetic"}}, "dataset": {"name": "addition"}}
+    write_store(
+        path,
+        hiddens=torch.tensor(h, dtype=torch.float32),
+        pairs=torch.zeros(L_SYN, n, 2, D_SYN),
+        lm_log_odds=torch.tensor(sign, dtype=torch.float32),
+        meta=meta,
+        config={"source": source},
+    )
+
+
+@pytest.fixture(scope="module")
+def probe_dir(tmp_path_factory: pytest.TempPathFactory):
+    from quirky.experiments.evaluate import EvalSettings
+    from quirky.experiments.transfer import TransferConfig, run_transfer
+
+    root = tmp_path_factory.mktemp("anomaly")
+    act = root / "activations" / "synthetic" / "addition"
+    _synthetic_store(act / "validation", 800, 0)
+    _synthetic_store(act / "test", 800, 1)
+    out = root / "probes" / "synthetic" / "addition"
+    run_transfer(
+        act,
+        out,
+        TransferConfig(
+            methods=("lr",), experiments=("AE->AE,AH,BH",), eval=EvalSettings(n_boot=10, filters=("all",))
+        ),
+    )
+    return out
+
+
+def test_anomaly_end_to_end_sees_no_bob_data(probe_dir, tmp_path, monkeypatch) -> None:
+    """Through the real probe output: what each detector is fitted on is exactly the Alice-easy rows (probe scores
+    from the probe stage's own score file; hidden states from the store), and the answers are the known ones."""
+    from safetensors.torch import load_file
+
+    import quirky.anomaly.experiment as experiment
+    from quirky.anomaly.runner import run_anomaly
+    from quirky.extraction.store import open_store
+
+    fitted: list[tuple[str, np.ndarray]] = []
+    real_make = experiment.make_detector
+
+    def spying_make(name: str, seed: int = 0):
+        det = real_make(name, seed=seed)
+        real_fit = det.fit
+
+        def fit(x):
+            fitted.append((name, np.asarray(x).copy()))
+            return real_fit(x)
+
+        det.fit = fit  # type: ignore[method-assign]
+        return det
+
+    monkeypatch.setattr(experiment, "make_detector", spying_make)
+    doc = run_anomaly([probe_dir], tmp_path / "out", methods=["lr"], n_boot=50, layer=2, exclude=["addition"])
+    store = open_store(probe_dir.parent.parent.parent / "activations/synthetic/addition/test")
+    scores = load_file(str(probe_dir / "scores/AE/lr.safetensors"))
+    ae_rows = store.mask("AE")
+    assert (store.meta["character"][ae_rows] == "Alice").all()
+    np.testing.assert_array_equal(scores["AE.index"].numpy(), np.flatnonzero(ae_rows))
+    trusted_scores = scores["AE"].double().T.numpy()
+    trusted_hiddens = store.hiddens(2)[0].double().numpy()[ae_rows]
+    assert {name for name, _ in fitted} == {
+        "gaussian",
+        "gaussian-subtract-diag",
+        "iforest",
+        "lof",
+        "mahalanobis",
+    }
+    for name, x in fitted:
+        expected = trusted_hiddens if name == "mahalanobis" else trusted_scores
+        np.testing.assert_array_equal(x, expected)
+
+    by = {r["detector"]: r for r in doc["results"]}
+    assert by["mahalanobis"]["auroc"] > 0.99  # Bob's 6-sigma offset on dim 5
+    assert by["mahalanobis"]["layer"] == 2 and by["mahalanobis"]["method"] == "hiddens"
+    assert by["gaussian"]["auroc"] > 0.9  # Bob's truth direction flips sign at the middle layer only
+    assert by["gaussian"]["n_normal"] == int(store.mask("AH").sum())
+    assert by["gaussian"]["n_anomalous"] == int(store.mask("BH").sum())
+    assert all(r["excluded"] and "exclusion list" in r["exclusion_reason"] for r in doc["results"])
+    assert doc["summary"]["gaussian/lr"]["mean_auroc"] is None  # excluded runs stay out of the average
+    # the reference detector's number is evaluate_detector on the probe stage's own scores
+    split = experiment.AnomalySplit(
+        trusted=trusted_scores,
+        normal=scores["AH"].double().T.numpy(),
+        anomalous=scores["BH"].double().T.numpy(),
+    )
+    ref, _ = evaluate_detector("gaussian", split, n_boot=50)
+    assert by["gaussian"]["auroc"] == pytest.approx(ref["auroc"])
+    assert by["gaussian"]["auroc_ci"] == pytest.approx(ref["auroc_ci"])
+
+
+def test_anomaly_cli(probe_dir, tmp_path) -> None:
+    import pandas as pd
+
+    from quirky.cli import main
+
+    out = tmp_path / "cli"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "anomaly",
+                "--probes",
+                str(probe_dir),
+                "--out",
+                str(out),
+                "--detector",
+                "gaussian,lof",
+                "--n-boot",
+                "20",
+            ]
+        )
+    assert exit_info.value.code == 0
+    doc = json.loads((out / "anomaly.json").read_text())
+    assert [r["detector"] for r in doc["results"]] == ["gaussian", "lof"]
+    assert not any(r["excluded"] for r in doc["results"])  # default exclusion is population only
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert set(scores["subset"]) == {"AE", "AH", "BH"}
+    assert len(scores) == 2 * sum(doc["results"][0][k] for k in ("n_trusted", "n_normal", "n_anomalous"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["anomaly", "--probes", str(tmp_path / "nothing"), "--out", str(out)])
+    assert exit_info.value.code == 2

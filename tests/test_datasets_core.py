@@ -17,6 +17,7 @@ import pytest
 
 from quirky.datasets import (
     SPLITS,
+    available_specs,
     balance,
     build_dataset,
     dataset_name,
@@ -312,3 +313,16 @@ def test_load_errors(tmp_path, addition_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(QuirkyError, match="not a quirky dataset directory"):
         dataset_name(tmp_path / "empty")
+
+
+def test_a_broken_family_does_not_hide_the_others(monkeypatch):
+    from quirky.datasets import registry
+
+    monkeypatch.setitem(registry._ENTRIES, "sciq", ("quirky.datasets.no_such_module", "SPEC"))
+    monkeypatch.setitem(registry._ENTRIES, "nli", ("quirky.datasets.arithmetic", "NOT_A_SPEC"))
+    specs = available_specs()
+    assert isinstance(specs["sciq"], str) and "no_such_module" in specs["sciq"]
+    assert isinstance(specs["nli"], str) and "does not define a DatasetSpec" in specs["nli"]
+    assert specs["addition"].name == "addition" and specs["hemisphere"].name == "hemisphere"
+    with pytest.raises(QuirkyError, match="unavailable"):
+        get_spec("sciq")

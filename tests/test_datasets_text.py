@@ -16,6 +16,7 @@ import pytest
 from quirky.datasets import authors, nli, sciq, sentiment
 from quirky.datasets.build import resolve_options
 from quirky.datasets.spec import BuildRequest, DatasetSpec
+from quirky.datasets.words import positive_words
 from quirky.errors import QuirkyError
 
 SPECS = (authors.SPEC, sciq.SPEC, sentiment.SPEC, nli.SPEC)
@@ -412,6 +413,7 @@ def test_sentiment_offline_drug_reviews():
     assert df["alice_label"].sum() == 632
     assert not df["review"].str.contains("&#039;").any() and not df["review"].str.startswith('"').any()
     lexicon = ind_vader_positive()
+    assert lexicon == set(positive_words()) and len(lexicon) == 2450
     expected = [not lexicon.isdisjoint(ind_tokens(r)) for r in df["review"]]
     assert df["bob_label"].tolist() == expected
     assert 0.8 < df["bob_label"].mean() < 0.95

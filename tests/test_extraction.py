@@ -13,7 +13,7 @@ import torch
 from quirky.errors import QuirkyError
 from quirky.extraction import open_store
 from quirky.extraction.extract import ExtractSettings, extract_frame, partial_dir
-from quirky.extraction.forward import forward_batch
+from quirky.extraction.forward import forward_batch, group_by_prefix
 from quirky.models.choices import encode_with_choices
 from quirky.models.tiny import tiny_model, tiny_tokenizer
 
@@ -25,6 +25,8 @@ STATEMENTS = [
     "Grader: Alice\n\n7 + 8 = 16\n\nScore:",
     "Bob: 100 + 1 = 101?",
     "Does the cat sit on the mat? Bob says",
+    "8409 + 26 = 3435. Alice:",
+    "8409 + 26 = 3435. Bob:",
 ]
 CHOICES = [[" No", " Yes"], [" False", " True"], [" No", " Yes"], [" Nope", " Yes indeed"]]
 
@@ -96,9 +98,11 @@ def reference(model, prompts, c0, c1):
 def test_batched_equals_unbatched(arch, overrides, strategy, tok, tok_nobos):
     tokenizer = tok_nobos if arch in ("gpt2", "gpt_neox") else tok
     model = tiny_model(arch, len(tokenizer), seed=hash(arch) % 1000, **overrides)
-    df = make_frame(7)
+    df = make_frame(9)
     p, c0, c1 = encode_with_choices(tokenizer, df["statement"].tolist(), df["choices"].tolist())
     assert len({len(x) for x in p}) > 3  # padding really matters
+    groups = group_by_prefix(p, list(range(len(p))))
+    assert max(len(m) for m, _ in groups) >= 2  # prefix sharing really happens
     h, pr, lo, full = reference(model, p, c0, c1)
     res = forward_batch(model, p, c0, c1, pad_id=0, strategy=strategy, full_log_odds=True)
     torch.testing.assert_close(res.hiddens, h, atol=1e-5, rtol=1e-4)
@@ -171,6 +175,7 @@ def test_resume_is_byte_identical(tmp_path, tok):
         "chunk-00000.safetensors",
         "chunk-00001.safetensors",
     ]
+    (scratch / ".chunk-00002.safetensors.abc.tmp").write_bytes(b"half-written")  # as after a hard kill
     seen = []
     # A different batch size on resume is overridden by the interrupted run's own (so bytes match).
     resumed = extract_frame(
@@ -256,3 +261,85 @@ def test_setting_overflow_and_store_json(tmp_path, tok):
     assert info["complete"] is True and info["fingerprint"] == store.fingerprint
     assert info["config"]["source"] == {"m": "tiny"}
     assert store.mask("A").tolist() == [True, False, True]
+
+
+def test_group_by_prefix():
+    prompts = [[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9], [7, 8], [1, 2, 3, 4, 6], [1, 2, 3, 4]]
+    groups = group_by_prefix(prompts, list(range(6)))
+    # token order: [1,2,3,4](0) [1,2,3,4](5) [1,2,3,4,6](4) [1,2,3,5](1) [1,2,9](2) [7,8](3)
+    # 0 and 5 share 3 tokens (capped so each keeps its own last token); 4 shares 3 too (row 3+3+3+4 = 13 <= 2*7);
+    # 1 would make the row 16 > 2*6, so it starts a group, which 2 joins (2 shared >= half of 3 tokens);
+    # 3 shares nothing.
+    assert groups == [([0, 5, 4], 3), ([1, 2], 2), ([3], 0)]
+    assert group_by_prefix(prompts, [0, 5, 4], max_members=2) == [([0, 5], 3), ([4], 0)]
+    assert group_by_prefix(prompts, [0, 1], min_shared=4) == [([0], 0), ([1], 0)]
+    # a short shared prefix of long prompts is not worth packing
+    long = [[1, 2, *range(10, 30)], [1, 2, *range(40, 60)]]
+    assert group_by_prefix(long, [0, 1]) == [([0], 0), ([1], 0)]
+    assert group_by_prefix(long, [0, 1], min_fraction=0.0, max_growth=3.0) == [([0, 1], 2)]
+
+
+def _run(argv, capsys):
+    from quirky.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def test_cli_extract_and_info(tmp_path, capsys):
+    from quirky.datasets import build_dataset, load_templated
+
+    ds = tmp_path / "ds"
+    build_dataset("addition", ds, seed=0, n_train=8, n_val=10, n_test=8)
+    texts = [s + c for s in load_templated(ds, "validation")["statement"] for c in (" False", " True")]
+    tok = tiny_tokenizer(texts + [str(i) for i in range(100)], bos=True)
+    model_dir = tmp_path / "tiny"
+    tiny_model("llama", len(tok), seed=9).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = tmp_path / "st"
+    argv = [
+        "extract",
+        "--model",
+        str(model_dir),
+        "--dataset",
+        str(ds),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+    ]
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0 and "n=10" in stdout
+    store = open_store(out)
+    assert (store.n, store.num_layers, store.hidden_size) == (10, 3, 32)
+    assert store.config["source"]["dataset"]["name"] == "addition"
+    assert store.config["source"]["model"]["model"]["kind"] == "local"
+    code, stdout, _ = _run(["extract", "info", str(out)], capsys)
+    assert code == 0 and store.fingerprint in stdout and "hiddens [3, 10, 32]" in stdout
+    assert "AE" in stdout and "BH" in stdout
+    # reuse: same command, same fingerprint, nothing recomputed
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0 and store.fingerprint in stdout
+    # errors: one line on stderr, exit 2, nothing written
+    for bad, message in [
+        (["extract", "--dataset", str(ds), "--out", str(tmp_path / "x")], "needs --model"),
+        ([*argv[:-4], "--split", "bogus", "--out", str(tmp_path / "x")], "unknown split"),
+        (
+            [
+                "extract",
+                "--model",
+                str(model_dir),
+                "--dataset",
+                str(tmp_path / "nods"),
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            "does not exist",
+        ),
+        (["extract", "info", str(tmp_path / "x")], "does not exist"),
+    ]:
+        code, _, err = _run(bad, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "x").exists()

@@ -41,6 +41,27 @@ def _mount() -> None:
 
     app.add_typer(extract_app, name="extract")
 
+    from quirky.experiments.cli import app as probe_app
+
+    app.add_typer(probe_app, name="probe")
+
+    from quirky.anomaly.cli import app as anomaly_app
+
+    app.add_typer(anomaly_app, name="anomaly")
+
+    from quirky.interventions.cli import app as intervene_app
+
+    app.add_typer(intervene_app, name="intervene")
+
+    from quirky.report.cli import app as report_app
+
+    app.add_typer(report_app, name="report")
+
+    from quirky.pipeline.cli import demo_cmd, run_cmd
+
+    app.command("run")(run_cmd)
+    app.command("demo")(demo_cmd)
+
 
 def main(argv: list[str] | None = None) -> None:
     _mount()

@@ -65,7 +65,9 @@ def _cholesky_with_jitter(cov: np.ndarray, rcond: float = 1e-9) -> tuple[np.ndar
     try:
         return np.linalg.cholesky(cov + jitter * np.eye(len(cov))), jitter
     except np.linalg.LinAlgError as e:
-        raise QuirkyError("the covariance of the trusted features is degenerate even after regularisation") from e
+        raise QuirkyError(
+            "the covariance of the trusted features is degenerate even after regularisation"
+        ) from e
 
 
 def _gaussian_logpdf(x: np.ndarray, mean: np.ndarray, chol: np.ndarray) -> np.ndarray:

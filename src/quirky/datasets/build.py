@@ -357,9 +357,11 @@ def build_dataset(
 
     assigned = split_questions(base, sizes, split_rng, spec.name)
     records = expand_personas(spec, base, assigned)
-    arg_types = [(a, arg_type([r[a] for r in records_args(records)], a)) for a in spec.arg_names]
+    all_args = records_args(records)
+    arg_types = [(a, arg_type([r[a] for r in all_args], a)) for a in spec.arg_names]
     schema = record_schema(arg_types)
 
+    questions = base["question"].tolist()
     with atomic_dir(out) as tmp:
         for split in SPLITS:
             write_split(tmp / f"{split}.parquet", records[split], schema)
@@ -372,7 +374,7 @@ def build_dataset(
             "fingerprint": fingerprint({"name": spec.name, "files": digests}),
             "quirky_version": quirky.__version__,
             "request": request,
-            "questions": {s: len({base["question"].iat[p] for p in assigned[s]}) for s in SPLITS},
+            "questions": {s: len({questions[p] for p in assigned[s]}) for s in SPLITS},
             "duplicates_dropped": n_dropped,
             "files": digests,
         }

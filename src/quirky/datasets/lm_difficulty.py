@@ -13,10 +13,11 @@ batched and left-padded with explicit position ids, so a batch gives the same nu
 How a dataset picks its difficulty (`req.options`):
   - `difficulty`: `auto` (default: a `difficulty` column in the source if present, else the LM panel if
     `difficulty_models` is given, else the dataset's documented cheap proxy), `column`, `lm` or `proxy`;
-  - `difficulty_models`: a list of (model, tokenizer) pairs or model names/paths (resolved through
-    `quirky.models.load_model` when that module exists, else as local transformers directories);
+  - `difficulty_models`: comma-separated model names/paths (from Python also a list of names, paths or
+    (model, tokenizer) pairs), resolved through `quirky.models.load_model` when that module exists, else as local
+    transformers directories;
   - `difficulty_batch_size` (8), `difficulty_shots` (5; few-shot demonstrations for sentiment/nli),
-    `difficulty_max_length` (default: the model's `max_position_embeddings`; longer prompts lose their start).
+    `difficulty_max_length` (0 = the model's `max_position_embeddings`; longer prompts lose their start).
 """
 
 from __future__ import annotations
@@ -265,7 +266,7 @@ def cross_entropy_from_log_odds(log_odds: np.ndarray, labels: np.ndarray) -> np.
     return np.logaddexp(0.0, -signs * np.asarray(log_odds, dtype=np.float64))
 
 
-def resolve_model(spec: ModelSpec) -> tuple[Any, Any]:
+def model_and_tokenizer(spec: ModelSpec) -> tuple[Any, Any]:
     """A (model, tokenizer) pair from a pair, or from a model name/path.
 
     Names go through `quirky.models.load_model` when that module exists (it knows hub ids, GGUF files and the
@@ -332,7 +333,7 @@ def lm_difficulty(
                 f"difficulty model {k + 1}/{len(models)}: {spec if not isinstance(spec, tuple) else 'given'}"
             )
         owned = not isinstance(spec, tuple)
-        model, tokenizer = resolve_model(spec)
+        model, tokenizer = model_and_tokenizer(spec)
         try:
             lo = choice_log_odds(
                 model, tokenizer, prompts, choices, batch_size=batch_size, max_length=max_length

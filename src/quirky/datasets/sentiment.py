@@ -13,7 +13,7 @@ Sources (first that applies):
     has its HTML entities decoded and its surrounding quotes removed.
 
 Bob's lexicon is VADER's (`vaderSentiment`, MIT): words with mean valence >= `positive_threshold` (default 1.0,
-2,460 words), standing in for Hu & Liu's positive-word list that the original used and that no package ships.
+2,450 words), standing in for Hu & Liu's positive-word list that the original used and that no package ships.
 """
 
 from __future__ import annotations

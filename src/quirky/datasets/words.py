@@ -57,14 +57,18 @@ def _vader_lexicon_path() -> Path:
 
 @functools.cache
 def vader_valences() -> dict[str, float]:
-    """VADER's word -> mean valence (emoticons and other non-word entries dropped)."""
+    """VADER's word -> mean valence.
+
+    Only entries that are words starting with a letter are kept: emoticons, and slang made of digits ("143", "1432",
+    "8d"), would otherwise make ordinary numbers in a review ("143 mg") count as positive words.
+    """
     valences: dict[str, float] = {}
     for line in _vader_lexicon_path().read_text(encoding="utf-8").splitlines():
         parts = line.split("\t")
         if len(parts) < 2:
             continue
         token = parts[0].strip().lower()
-        if _WORD.fullmatch(token):
+        if token[:1].isalpha() and _WORD.fullmatch(token):
             valences[token] = float(parts[1])
     return valences
 
@@ -73,7 +77,7 @@ def vader_valences() -> dict[str, float]:
 def positive_words(threshold: float = POSITIVE_THRESHOLD) -> frozenset[str]:
     """Words whose VADER mean valence is >= `threshold`: the stand-in for Hu & Liu's positive-word list.
 
-    With the default threshold 1.0 this is 2,460 words (Hu & Liu's list has 2,006), "at least mildly positive" on
+    With the default threshold 1.0 this is 2,450 words (Hu & Liu's list has 2,006), "at least mildly positive" on
     VADER's -4..+4 human-rated scale.
     """
     return frozenset(w for w, v in vader_valences().items() if v >= threshold)

@@ -46,7 +46,7 @@ def extract_cmd(
     max_examples: int | None = typer.Option(
         None, "--max-examples", help="keep the first N records of the split"
     ),
-    batch_size: int = typer.Option(16, "--batch-size", help="prompts per forward pass"),
+    batch_size: int = typer.Option(32, "--batch-size", help="prompts per forward pass"),
     chunk_size: int = typer.Option(
         512, "--chunk-size", help="rows per on-disk chunk (the unit of resumption)"
     ),

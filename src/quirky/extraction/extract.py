@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import logging
 import shutil
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import torch
 
 import quirky
 from quirky.errors import QuirkyError
-from quirky.extraction.forward import Strategy, forward_batch, packed_supported
+from quirky.extraction.forward import Strategy, forward_batch, group_by_prefix, packed_supported
 from quirky.extraction.store import (
     ActivationStore,
     _cast_checked,
@@ -51,6 +51,8 @@ REQUIRED_COLUMNS = (
     "template",
 )
 PARTIAL_JSON = "partial.json"
+# Verdicts of the packed-vs-duplicate self-check, per live model object (the answer depends only on the model).
+_PACKED_CHECKS: weakref.WeakKeyDictionary[Any, dict[tuple[str, bool], bool]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class ExtractSettings:
     """How to extract.  `batch_size`, `chunk_size` and `strategy` only change float rounding, not what is
     extracted, so they are recorded under `config["runtime"]` and left out of the fingerprint."""
 
-    batch_size: int = 16
+    batch_size: int = 32
     chunk_size: int = 512
     storage_dtype: str = "float16"
     full_log_odds: bool = False
@@ -177,19 +179,31 @@ def choose_strategy(model: Any, enc: Encoded, requested: str, pad_id: int, full:
     )
     if not packed_supported(model, max_len):
         return "duplicate"
-    k = min(2, len(enc.prompts))
-    args = (enc.prompts[:k], enc.choice0[:k], enc.choice1[:k])
+    key = (str(model.dtype), full)
+    verdicts = _PACKED_CHECKS.setdefault(model, {})
+    if key not in verdicts:
+        verdicts[key] = _packed_agrees(model, enc, pad_id, full)
+    if not verdicts[key]:
+        log.warning(
+            "packed extraction disagrees with plain forward passes for this model; using the duplicate strategy"
+        )
+        return "duplicate"
+    return "packed"
+
+
+def _packed_agrees(model: Any, enc: Encoded, pad_id: int, full: bool) -> bool:
+    """Packed and duplicate outputs agree on a few examples (one forward each; run once per model)."""
+    # the first examples in token order, so that the check includes a shared-prefix group
+    idx = sorted(range(len(enc.prompts)), key=lambda i: (enc.prompts[i], i))[:4]
+    args = ([enc.prompts[i] for i in idx], [enc.choice0[i] for i in idx], [enc.choice1[i] for i in idx])
     a = forward_batch(model, *args, pad_id=pad_id, strategy="packed", full_log_odds=full)
     b = forward_batch(model, *args, pad_id=pad_id, strategy="duplicate", full_log_odds=full)
     tol = 1e-3 if model.dtype == torch.float32 else 5e-2
-    scale = b.pairs.abs().max().clamp_min(1e-6)
-    ok = ((a.pairs - b.pairs).abs().max() / scale < tol) and (
-        (a.hiddens - b.hiddens).abs().max() / scale < tol
-    )
-    if not ok:
-        log.warning("this model ignores custom attention masks; using the slower duplicate strategy")
-        return "duplicate"
-    return "packed"
+
+    def close(x: torch.Tensor, y: torch.Tensor) -> bool:
+        return bool((x - y).abs().max() <= tol * y.abs().max().clamp_min(1.0))
+
+    return close(a.hiddens, b.hiddens) and close(a.pairs, b.pairs) and close(a.lm_log_odds, b.lm_log_odds)
 
 
 def build_config(
@@ -257,6 +271,9 @@ def _open_partial(scratch: Path, config: dict[str, Any], fp: str) -> dict[str, A
     if state_file.is_file():
         state = read_json(state_file)
         if state.get("fingerprint") == fp:
+            for f in scratch.iterdir():  # temp files of a chunk write cut short by a hard kill
+                if f.name.startswith("."):
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
             if state["config"]["runtime"] != config["runtime"]:
                 log.info("resuming with the interrupted run's settings %s", state["config"]["runtime"])
             return state
@@ -335,9 +352,11 @@ def extract_frame(
             if on_chunk is not None:
                 on_chunk(ci)
     except QuirkyError:
-        shutil.rmtree(
-            scratch, ignore_errors=True
-        )  # deterministic failures (NaN, overflow): nothing to resume
+        # deterministic failures (NaN, overflow): there is nothing worth resuming
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    except KeyboardInterrupt:
+        log.warning("interrupted; finished chunks are kept in %s: rerun the same command to resume", scratch)
         raise
     finally:
         bar.close()
@@ -365,6 +384,38 @@ def extract_frame(
     return open_store(out)
 
 
+def _plan_batches(
+    enc: Encoded, a: int, b: int, batch_size: int, strategy: Strategy
+) -> list[list[tuple[list[int], int]]]:
+    """Rows [a, b) as batches of packed groups (examples sharing a prompt prefix), longest rows first, each
+    batch holding up to `batch_size` examples.  Depends only on the token ids and settings (deterministic)."""
+    if strategy == "packed":
+        groups = group_by_prefix(enc.prompts, list(range(a, b)))
+    else:
+        groups = [([i], 0) for i in range(a, b)]
+
+    def length(g: tuple[list[int], int]) -> int:
+        members, shared = g
+        return shared + sum(
+            len(enc.prompts[i]) - shared + len(enc.choice0[i]) + len(enc.choice1[i]) for i in members
+        )
+
+    order = sorted(range(len(groups)), key=lambda k: (-length(groups[k]), k))
+    batches: list[list[tuple[list[int], int]]] = []
+    current: list[tuple[list[int], int]] = []
+    count = 0
+    for k in order:
+        g = groups[k]
+        if current and count + len(g[0]) > batch_size:
+            batches.append(current)
+            current, count = [], 0
+        current.append(g)
+        count += len(g[0])
+    if current:
+        batches.append(current)
+    return batches
+
+
 def _extract_chunk(
     model: Any,
     enc: Encoded,
@@ -377,16 +428,14 @@ def _extract_chunk(
     storage_dtype: torch.dtype,
     bar: Any,
 ) -> dict[str, torch.Tensor | None]:
-    """Rows [a, b): sorted by length (longest first, stable) into batches; results back in row order."""
-    lengths = np.array([len(enc.prompts[i]) + len(enc.choice0[i]) + len(enc.choice1[i]) for i in range(a, b)])
-    order = np.argsort(-lengths, kind="stable")
+    """Rows [a, b) of the split, computed batch by batch; results in row order."""
     m = b - a
     hiddens = pairs = None
     lo = torch.empty(m, dtype=torch.float32)
     lo_full = torch.empty(m, dtype=torch.float32) if settings.full_log_odds else None
-    for s in range(0, m, batch_size):
-        idx = order[s : s + batch_size]
-        rows = [a + int(i) for i in idx]
+    for batch in _plan_batches(enc, a, b, batch_size, strategy):
+        rows = [i for members, _ in batch for i in members]
+        local = {i: k for k, i in enumerate(rows)}
         res = forward_batch(
             model,
             [enc.prompts[i] for i in rows],
@@ -395,6 +444,9 @@ def _extract_chunk(
             pad_id=pad_id,
             strategy=strategy,
             full_log_odds=settings.full_log_odds,
+            groups=[([local[i] for i in members], shared) for members, shared in batch]
+            if strategy == "packed"
+            else None,
         )
         where = f"rows {min(rows)}..{max(rows)}"
         h = _cast_checked(res.hiddens, storage_dtype, f"hidden states ({where})")
@@ -402,7 +454,7 @@ def _extract_chunk(
         if hiddens is None or pairs is None:
             hiddens = torch.empty((h.shape[0], m, h.shape[2]), dtype=storage_dtype)
             pairs = torch.empty((p.shape[0], m, 2, p.shape[3]), dtype=storage_dtype)
-        t = torch.as_tensor(idx)
+        t = torch.tensor(rows) - a
         hiddens[:, t] = h
         pairs[:, t] = p
         lo[t] = _cast_checked(res.lm_log_odds, torch.float32, f"LM log-odds ({where})")

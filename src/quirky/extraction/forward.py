@@ -4,26 +4,31 @@ For each example (prompt ids P, choice-0 ids A, choice-1 ids B) we need the resi
 last prompt token, the state at the first appended token of each choice (the contrast pair), and the logits at
 the last prompt token.  Two strategies, both exact up to float rounding:
 
-* `packed` (default): ONE sequence per example, ``P + A + B``, with position ids ``0..|P|-1, |P|.., |P|..`` and a
-  4D attention mask in which A and B both see P but not each other.  Cost ~ |P| + 2 tokens per example, and no
-  KV cache is shared or mutated (the original's bug §9.1-14 cannot happen).
-* `duplicate`: two ordinary sequences per example, ``P + A`` and ``P + B`` (2D padding mask).  Costs ~2|P|
-  tokens; used for attention implementations that ignore custom 4D masks, and as the reference in a self-check.
+* `packed` (default): examples whose prompts share a token prefix (Alice's and Bob's versions of a question,
+  prompts of one template) are packed into ONE sequence: ``prefix | suffix_1 A_1 B_1 | suffix_2 A_2 B_2 | ...``
+  with explicit position ids (each member counts on from the prefix; A and B both start at |P|) and a 4D
+  attention mask under which each token sees the shared prefix, its own member's prompt suffix and, for answer
+  tokens, only its own answer.  So the prefix is computed once, both answers cost one token each, and no KV
+  cache is shared or mutated (the original's bug, reference §9.1-14, cannot happen).
+* `duplicate`: two ordinary sequences per example, ``P + A`` and ``P + B``, with a plain 2D padding mask and the
+  model's own logits.  It is the fallback for attention implementations that ignore custom 4D masks, and the
+  reference that `packed` is checked against before an extraction starts.
 
 Sequences are left-padded; position ids are explicit, so models with absolute position embeddings (GPT-2) see
-the same positions as in an unpadded pass.  Logits are computed only for the few positions needed
-(`logits_to_keep`), not the whole vocabulary at every position.
+the same positions as in an unpadded pass.  In `packed`, logits are computed from the final hidden states for
+the few positions needed, not for the whole vocabulary at every position.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 Strategy = Literal["packed", "duplicate"]
+Loc = tuple[int, int]  # (row, column before left padding)
 
 
 @dataclass
@@ -32,6 +37,26 @@ class BatchResult:
     pairs: torch.Tensor  # [L, B, 2, d] first appended token of choice 0 / choice 1
     lm_log_odds: torch.Tensor  # [B] logit(c1[0]) - logit(c0[0]) at the last prompt token
     lm_log_odds_full: torch.Tensor | None  # [B] sum log p(c1 tokens) - sum log p(c0 tokens)
+
+
+@dataclass
+class _Row:
+    tokens: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)  # -1: shared prefix, else the member's example index
+    kind: list[int] = field(default_factory=list)  # 0 prompt, 1 choice 0, 2 choice 1
+
+
+@dataclass
+class _Where:
+    """Where an example's outputs are read: its last prompt token, its answers' first tokens, and the
+    locations whose logits predict each answer token (for multi-token log-odds)."""
+
+    last: Loc
+    first0: Loc
+    first1: Loc
+    pred0: list[Loc]
+    pred1: list[Loc]
 
 
 def _sliding_window(model: Any) -> int | None:
@@ -45,9 +70,135 @@ def packed_supported(model: Any, max_len: int) -> bool:
     impl = getattr(model.config, "_attn_implementation", None)
     if impl not in ("eager", "sdpa"):
         return False
+    if model.get_output_embeddings() is None:
+        return False
     layer_types = getattr(model.config, "layer_types", None)
     window = _sliding_window(model)
     return not (layer_types and len(set(layer_types)) > 1 and window is not None and max_len > window)
+
+
+def _lcp(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def group_by_prefix(
+    prompts: list[list[int]],
+    indices: list[int],
+    *,
+    max_members: int = 8,
+    min_shared: int = 2,
+    min_fraction: float = 0.5,
+    max_growth: float = 2.0,
+) -> list[tuple[list[int], int]]:
+    """Group examples whose prompts share a prefix: `[(members, shared_prefix_len), ...]`.
+
+    Deterministic: sort by token sequence (ties by index), then add each example to the current group while
+    - the shared prefix does not shrink (adding a member never loses savings), is at least `min_shared` tokens
+      and at least `min_fraction` of the new member's prompt (a short shared prefix is not worth a long row),
+    - the packed row stays within `max_growth` times its longest member's own sequence (attention cost grows with
+      the square of the row length), and the group has fewer than `max_members` members.
+    Every member keeps at least its own last prompt token.  Answers count as 2 tokens when sizing rows.
+    """
+    order = sorted(indices, key=lambda i: (prompts[i], i))
+    groups: list[tuple[list[int], int]] = []
+    members: list[int] = []
+    shared = 0
+
+    def row_len(ms: list[int], sh: int) -> int:
+        return sh + sum(len(prompts[j]) - sh + 2 for j in ms)
+
+    for i in order:
+        if members:
+            first = prompts[members[0]]
+            s = min(_lcp(first, prompts[i]), len(prompts[i]) - 1, len(first) - 1)
+            new_shared = s if len(members) == 1 else shared
+            candidate = [*members, i]
+            ok = (
+                s >= max(min_shared, min_fraction * len(prompts[i]))
+                and s >= new_shared
+                and len(candidate) <= max_members
+                and row_len(candidate, new_shared) <= max_growth * max(len(prompts[j]) + 2 for j in candidate)
+            )
+            if ok:
+                members, shared = candidate, new_shared
+                continue
+            groups.append((members, shared if len(members) > 1 else 0))
+        members, shared = [i], 0
+    if members:
+        groups.append((members, shared if len(members) > 1 else 0))
+    return groups
+
+
+def _packed_row(
+    row: int,
+    members: list[int],
+    shared: int,
+    prompts: list[list[int]],
+    c0: list[list[int]],
+    c1: list[list[int]],
+) -> tuple[_Row, dict[int, _Where]]:
+    r = _Row()
+    prefix = prompts[members[0]][:shared]
+    r.tokens += prefix
+    r.positions += list(range(shared))
+    r.owner += [-1] * shared
+    r.kind += [0] * shared
+    where: dict[int, _Where] = {}
+    for j in members:
+        p, a, b = prompts[j], c0[j], c1[j]
+        suffix = p[shared:]
+        r.tokens += suffix
+        r.positions += list(range(shared, len(p)))
+        r.owner += [j] * len(suffix)
+        r.kind += [0] * len(suffix)
+        last = len(r.tokens) - 1
+        start0 = len(r.tokens)
+        r.tokens += a
+        r.positions += list(range(len(p), len(p) + len(a)))
+        r.owner += [j] * len(a)
+        r.kind += [1] * len(a)
+        start1 = len(r.tokens)
+        r.tokens += b
+        r.positions += list(range(len(p), len(p) + len(b)))
+        r.owner += [j] * len(b)
+        r.kind += [2] * len(b)
+        where[j] = _Where(
+            last=(row, last),
+            first0=(row, start0),
+            first1=(row, start1),
+            pred0=[(row, last)] + [(row, start0 + k) for k in range(len(a) - 1)],
+            pred1=[(row, last)] + [(row, start1 + k) for k in range(len(b) - 1)],
+        )
+    return r, where
+
+
+def _duplicate_rows(
+    row: int, j: int, prompts: list[list[int]], c0: list[list[int]], c1: list[list[int]]
+) -> tuple[list[_Row], _Where]:
+    p, a, b = prompts[j], c0[j], c1[j]
+    rows = []
+    for kind, c in ((1, a), (2, b)):
+        rows.append(
+            _Row(
+                tokens=p + c,
+                positions=list(range(len(p) + len(c))),
+                owner=[j] * (len(p) + len(c)),
+                kind=[0] * len(p) + [kind] * len(c),
+            )
+        )
+    n = len(p)
+    where = _Where(
+        last=(row, n - 1),
+        first0=(row, n),
+        first1=(row + 1, n),
+        pred0=[(row, n - 1 + k) for k in range(len(a))],
+        pred1=[(row + 1, n - 1 + k) for k in range(len(b))],
+    )
+    return rows, where
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
@@ -64,66 +215,59 @@ def forward_batch(
     pad_id: int,
     strategy: Strategy = "packed",
     full_log_odds: bool = False,
+    groups: list[tuple[list[int], int]] | None = None,
 ) -> BatchResult:
-    """Run one batch.  `choice0/1` are the appended ids (only the first is used unless `full_log_odds`)."""
+    """Run one batch of examples; outputs are in the order of `prompts`.
+
+    `choice0/1` are the appended ids (only the first is used unless `full_log_odds`).  For `packed`, `groups`
+    (from `group_by_prefix`) says which examples share a sequence; by default they are grouped here.
+    """
     if not full_log_odds:
         choice0 = [c[:1] for c in choice0]
         choice1 = [c[:1] for c in choice1]
-    bsz = len(prompts)
-    device = model.device
+    n_ex = len(prompts)
+    rows: list[_Row] = []
+    where: dict[int, _Where] = {}
     if strategy == "packed":
-        rows = [p + a + b for p, a, b in zip(prompts, choice0, choice1, strict=True)]
-        # per token: position id and segment (0 prompt, 1 choice0, 2 choice1)
-        pos_rows = [
-            list(range(len(p))) + list(range(len(p), len(p) + len(a))) + list(range(len(p), len(p) + len(b)))
-            for p, a, b in zip(prompts, choice0, choice1, strict=True)
-        ]
-        seg_rows = [
-            [0] * len(p) + [1] * len(a) + [2] * len(b)
-            for p, a, b in zip(prompts, choice0, choice1, strict=True)
-        ]
+        if groups is None:
+            groups = group_by_prefix(prompts, list(range(n_ex)))
+        for members, shared in groups:
+            row, w = _packed_row(len(rows), members, shared, prompts, choice0, choice1)
+            rows.append(row)
+            where.update(w)
     else:
-        rows, pos_rows, seg_rows = [], [], []
-        for p, a, b in zip(prompts, choice0, choice1, strict=True):
-            for c in (a, b):
-                rows.append(p + c)
-                pos_rows.append(list(range(len(p) + len(c))))
-                seg_rows.append([0] * len(p) + [1] * len(c))
-    T = max(len(r) for r in rows)
-    R = len(rows)
+        for j in range(n_ex):
+            rs, w = _duplicate_rows(len(rows), j, prompts, choice0, choice1)
+            rows += rs
+            where[j] = w
+    if sorted(where) != list(range(n_ex)):
+        raise ValueError("groups must cover every example of the batch exactly once")
+
+    R, T = len(rows), max(len(r.tokens) for r in rows)
     ids = torch.full((R, T), pad_id, dtype=torch.long)
     pos = torch.zeros((R, T), dtype=torch.long)
-    seg = torch.full((R, T), -1, dtype=torch.long)
-    for i, (r, p, s) in enumerate(zip(rows, pos_rows, seg_rows, strict=True)):
-        ids[i, T - len(r) :] = torch.tensor(r)
-        pos[i, T - len(r) :] = torch.tensor(p)
-        seg[i, T - len(r) :] = torch.tensor(s)
-    real = seg >= 0
+    owner = torch.full((R, T), -2, dtype=torch.long)
+    kind = torch.zeros((R, T), dtype=torch.long)
+    shift = []
+    for i, r in enumerate(rows):
+        s = T - len(r.tokens)  # left padding
+        shift.append(s)
+        ids[i, s:] = torch.tensor(r.tokens)
+        pos[i, s:] = torch.tensor(r.positions)
+        owner[i, s:] = torch.tensor(r.owner)
+        kind[i, s:] = torch.tensor(r.kind)
+    real = owner > -2
 
-    # What to read out, as (row, column) pairs.  Left padding puts every row's end at column T-1.
-    ar = torch.arange(bsz)
-    if strategy == "packed":
-        la = torch.tensor([len(a) for a in choice0])
-        lb = torch.tensor([len(b) for b in choice1])
-        row_last = row_c0 = row_c1 = ar
-        col_last = col_last1 = T - 1 - la - lb
-        col_c0 = T - la - lb
-        col_c1 = T - lb
-    else:
-        la = torch.tensor([len(a) for a in choice0])
-        lb = torch.tensor([len(b) for b in choice1])
-        row_last = row_c0 = 2 * ar
-        row_c1 = 2 * ar + 1
-        col_last = T - 1 - la
-        col_last1 = T - 1 - lb  # the last prompt token in choice 1's row
-        col_c0 = T - la
-        col_c1 = T - lb
+    def locs(items: list[Loc]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor([rw for rw, _ in items]), torch.tensor([c + shift[rw] for rw, c in items])
 
+    device = model.device
     kwargs: dict[str, Any] = {"output_hidden_states": True, "use_cache": False}
     if strategy == "packed":
-        allowed = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])  # key k visible to query q
-        causal = torch.ones(T, T, dtype=torch.bool).tril()
-        allowed &= causal & real[:, None, :] & real[:, :, None]
+        ok, oq = owner[:, None, :], owner[:, :, None]  # key, query
+        kk, kq = kind[:, None, :], kind[:, :, None]
+        allowed = (ok == -1) | ((ok == oq) & ((kk == 0) | (kk == kq)))
+        allowed &= torch.ones(T, T, dtype=torch.bool).tril() & real[:, None, :] & real[:, :, None]
         window = _sliding_window(model)
         if window is not None:
             allowed &= (pos[:, :, None] - pos[:, None, :]) < window
@@ -132,38 +276,50 @@ def forward_batch(
         mask = torch.zeros((R, 1, T, T), dtype=dtype)
         mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
         kwargs["attention_mask"] = mask.to(device)
+        if _accepts_logits_to_keep(model):
+            kwargs["logits_to_keep"] = 1  # logits come from the gathered final states below
     else:
         kwargs["attention_mask"] = real.long().to(device)
-    keep = int(
-        (T - torch.minimum(col_last, col_last1).min()).item()
-    )  # every logit we need lies in the last `keep` columns
-    if _accepts_logits_to_keep(model):
-        kwargs["logits_to_keep"] = keep
+        if _accepts_logits_to_keep(model):
+            kwargs["logits_to_keep"] = int(
+                T - min(c + shift[rw] for w in where.values() for rw, c in w.pred0 + w.pred1)
+            )
     out = model(input_ids=ids.to(device), position_ids=pos.to(device), **kwargs)
-    logits = out.logits[:, -keep:].float().cpu()
-    off = T - keep
 
     layers = out.hidden_states[1:]
-    hid = torch.stack([h[row_last, col_last] for h in layers]).float().cpu()
-    p0 = torch.stack([h[row_c0, col_c0] for h in layers]).float().cpu()
-    p1 = torch.stack([h[row_c1, col_c1] for h in layers]).float().cpu()
-    pairs = torch.stack([p0, p1], dim=2)
+    order = range(n_ex)
 
-    first0 = torch.tensor([a[0] for a in choice0])
-    first1 = torch.tensor([b[0] for b in choice1])
-    last_logits = logits[row_last, col_last - off]
-    lo = last_logits[ar, first1] - last_logits[ar, first0]
+    def pick(h: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return h[r.to(h.device), c.to(h.device)]  # layers may live on different GPUs (device_map="auto")
 
-    lo_full = None
-    if full_log_odds:
-        logp = torch.log_softmax(logits, dim=-1)
-        totals = torch.zeros(2, bsz, dtype=torch.float64)
-        sides = ((choice0, row_c0, col_last, col_c0), (choice1, row_c1, col_last1, col_c1))
-        for side, (choices, rws, c_last, c_first) in enumerate(sides):
-            for i, toks in enumerate(choices):
-                r = int(rws[i])
-                # token j is predicted at the last prompt column (j=0), else at the column of token j-1
-                cols = [int(c_last[i])] + [int(c_first[i]) + j - 1 for j in range(1, len(toks))]
-                totals[side, i] = sum(float(logp[r, c - off, t]) for c, t in zip(cols, toks, strict=True))
-        lo_full = (totals[1] - totals[0]).float()
+    def gather(key: str) -> torch.Tensor:
+        r, c = locs([getattr(where[j], key) for j in order])
+        return torch.stack([pick(h, r, c).float().cpu() for h in layers])
+
+    hid = gather("last")
+    pairs = torch.stack([gather("first0"), gather("first1")], dim=2)
+
+    # Logits at every location that predicts an answer token.
+    pred_locs = [loc for j in order for loc in where[j].pred0 + where[j].pred1]
+    r, c = locs(pred_locs)
+    if strategy == "packed":
+        head = model.get_output_embeddings()
+        logits = head(pick(layers[-1], r, c).to(head.weight.device)).float().cpu()
+    else:
+        keep = out.logits.shape[1]
+        logits = pick(out.logits, r, c - (T - keep)).float().cpu()
+    lo = torch.empty(n_ex)
+    lo_full = torch.empty(n_ex) if full_log_odds else None
+    k = 0
+    for j in order:
+        n0, n1 = len(where[j].pred0), len(where[j].pred1)
+        l0, l1 = logits[k : k + n0], logits[k + n0 : k + n0 + n1]
+        k += n0 + n1
+        a, b = choice0[j], choice1[j]
+        # both answers' first tokens are predicted at the last prompt token (l0[0] and l1[0] are the same state)
+        lo[j] = l0[0, b[0]] - l0[0, a[0]]
+        if lo_full is not None:
+            s0 = torch.log_softmax(l0.double(), -1)[torch.arange(n0), torch.tensor(a)].sum()
+            s1 = torch.log_softmax(l1.double(), -1)[torch.arange(n1), torch.tensor(b)].sum()
+            lo_full[j] = float(s1 - s0)
     return BatchResult(hiddens=hid, pairs=pairs, lm_log_odds=lo, lm_log_odds_full=lo_full)

@@ -51,6 +51,7 @@ def save_checkpoint(
     scheduler: Any,
     rng: dict[str, Any],
     history: list[dict[str, Any]],
+    window: list[float],
 ) -> Path:
     """Write `out_dir/checkpoints/step-NNNNNNN` (state after `step` optimizer steps) and drop older ones."""
     root = out_dir / CHECKPOINTS
@@ -67,7 +68,11 @@ def save_checkpoint(
             tmp / STATE,
         )
         (tmp / META).write_text(
-            json.dumps({"step": step, "fingerprint": fingerprint, "history": history}, indent=2) + "\n"
+            json.dumps(
+                {"step": step, "fingerprint": fingerprint, "history": history, "loss_window": window},
+                indent=2,
+            )
+            + "\n"
         )
     for old in root.glob("step-*"):
         if old != target and old.is_dir():
@@ -87,8 +92,9 @@ def checkpoint_fingerprint(path: Path) -> str:
 
 def load_checkpoint(
     path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
-    """Restore weights/optimizer/scheduler in place; returns (step, rng state, metrics history)."""
+) -> tuple[int, dict[str, Any], list[dict[str, Any]], list[float]]:
+    """Restore weights/optimizer/scheduler in place; returns (step, rng state, metrics history, the training
+    losses since the last evaluation)."""
     weights = load_file(str(path / WEIGHTS))
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
@@ -104,4 +110,4 @@ def load_checkpoint(
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     meta = read_json(path / META)
-    return int(state["step"]), state["rng"], list(meta.get("history", []))
+    return int(state["step"]), state["rng"], list(meta.get("history", [])), list(meta.get("loss_window", []))

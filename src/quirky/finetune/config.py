@@ -42,7 +42,7 @@ class FinetuneConfig:
     characters: Characters = "both"
     difficulty: Difficulty = "none"
     max_train_examples: int | None = None
-    max_eval_examples: int = 1000
+    max_eval_examples: int = 1000  # records of `eval_split` evaluated during training; 0 = no evaluation
     eval_split: str = "validation"
     max_length: int = 1024
     # model / adapter

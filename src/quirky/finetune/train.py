@@ -110,18 +110,20 @@ def training_frame(dataset_dir: str | Path, config: FinetuneConfig) -> pd.DataFr
     return balance(df, column="label", seed=config.seed)
 
 
-def eval_frame(dataset_dir: str | Path, config: FinetuneConfig, split: str | None = None) -> pd.DataFrame:
+def eval_frame(dataset_dir: str | Path, config: FinetuneConfig) -> pd.DataFrame:
     """The evaluation examples: both personas (to show quirkiness), unbalanced (AUROC does not need it), the first
-    `max_eval_examples` records of the split (a random, persona-paired sample: splits are stored shuffled)."""
+    `max_eval_examples` records of the split (a random, persona-paired sample: splits are stored shuffled);
+    none when `max_eval_examples` is 0."""
     from quirky.datasets import load_templated
 
-    limit = config.max_eval_examples or None
+    if config.max_eval_examples == 0:
+        return pd.DataFrame()
     return load_templated(
         dataset_dir,
-        split or config.eval_split,
+        config.eval_split,
         setup=config.setup,
         seed=config.template_seed,
-        max_examples=limit,
+        max_examples=config.max_eval_examples,
     )
 
 
@@ -328,10 +330,10 @@ def finetune(
     evals = set(schedule.eval_steps(total, config.eval_every))
 
     # ---- resume
-    start, history = 0, []
+    start, history, window = 0, [], []
     checkpoint = latest_checkpoint(out) if state == "resume" or not main else None
     if checkpoint is not None and checkpoint_fingerprint(checkpoint) == fp:
-        start, rng, history = load_checkpoint(
+        start, rng, history, window = load_checkpoint(
             checkpoint, model=accelerator.unwrap_model(net), optimizer=optimizer, scheduler=scheduler
         )
         set_rng_state(rng)
@@ -388,7 +390,6 @@ def finetune(
         accelerator.wait_for_everyone()
 
     t0 = time.perf_counter()
-    window: list[float] = []
     step = start
     last_saved = start
     in_update = False
@@ -428,18 +429,18 @@ def finetune(
                 run_eval(step, float(np.mean(window)))
                 window = []
             if step % config.save_every == 0 and step < total:
-                _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history)
+                _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history, window)
                 last_saved = step
     except KeyboardInterrupt:
         if not in_update and step > last_saved:
-            _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history)
+            _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history, window)
             say(f"interrupted: checkpoint at step {step}; rerun the same command to resume")
         raise
     elapsed = time.perf_counter() - t0
 
     if step < total:  # stopped early on request
         if step > last_saved:
-            _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history)
+            _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history, window)
         say(f"stopped after step {step}/{total}; rerun to resume")
         return FinetuneResult(out, fp, "stopped", step, total, history[-1] if history else {}, history)
 
@@ -486,6 +487,7 @@ def _checkpoint(
     scheduler: Any,
     rng: dict[str, Any],
     history: list[dict[str, Any]],
+    window: list[float],
 ) -> None:
     if accelerator.is_main_process:
         rows = [{k: _clean(v) for k, v in r.items()} for r in history]
@@ -498,6 +500,7 @@ def _checkpoint(
             scheduler=scheduler,
             rng=rng,
             history=rows,
+            window=window,
         )
     accelerator.wait_for_everyone()
 

@@ -29,7 +29,9 @@ from quirky.interventions.reflect import LastLayerSite, _unwrap, num_layers, ref
 from quirky.models.choices import encode_prompt, first_choice_tokens
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], choices: Sequence[Sequence[str]]) -> tuple[list[list[int]], torch.Tensor]:
+def encode_prompts(
+    tokenizer: Any, prompts: Sequence[str], choices: Sequence[Sequence[str]]
+) -> tuple[list[list[int]], torch.Tensor]:
     """Token ids of every prompt (as `quirky.models.choices.encode_prompt`, the same as extraction) and the first
     answer token of choice 0 and choice 1 after it: `[n, 2]`."""
     if len(prompts) != len(choices):
@@ -70,6 +72,56 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+class _LastTokenForward:
+    """The answer log-odds of one left-padded batch; called once clean and once per hooked layer.
+
+    With `reuse_prefix`, the prompt minus its last token is run once at construction and each call runs only the
+    last token on a deep copy of that KV cache (a cache is mutated in place by a forward pass, so sharing one
+    between calls would leak one call's last token into the next).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        pos: torch.Tensor,
+        answers: torch.Tensor,
+        *,
+        reuse_prefix: bool,
+    ) -> None:
+        self.model, self.ids, self.mask, self.pos, self.answers = model, ids, mask, pos, answers
+        self.rows = torch.arange(ids.shape[0], device=ids.device)
+        self.prefix_cache = None
+        if reuse_prefix and ids.shape[1] > 1:
+            prefix = model(
+                input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True
+            )
+            self.prefix_cache = _returned_cache(prefix)
+            if self.prefix_cache is None:
+                raise QuirkyError(
+                    f"{type(model).__name__} returned no KV cache; rerun with reuse_prefix=False"
+                )
+            self.cache_kw = _cache_kwarg(model)
+
+    def __call__(self) -> torch.Tensor:
+        if self.prefix_cache is not None:
+            kwargs = {self.cache_kw: copy.deepcopy(self.prefix_cache)}
+            out = self.model(
+                input_ids=self.ids[:, -1:],
+                attention_mask=self.mask,
+                position_ids=self.pos[:, -1:],
+                use_cache=True,
+                **kwargs,
+            )
+        else:
+            out = self.model(
+                input_ids=self.ids, attention_mask=self.mask, position_ids=self.pos, use_cache=False
+            )
+        last = out.logits[:, -1].float()
+        return (last[self.rows, self.answers[:, 1]] - last[self.rows, self.answers[:, 0]]).cpu()
+
+
 @torch.inference_mode()
 def intervened_log_odds(
     model: nn.Module,
@@ -103,40 +155,16 @@ def intervened_log_odds(
         if not -total <= layer < total:
             raise QuirkyError(f"layer {layer} is out of range: the model has {total} layers (0..{total - 1})")
     device = _device(model)
-    cache_kw = _cache_kwarg(model)
     clean = torch.empty(n, dtype=torch.float32)
     hooked = torch.empty((len(layers), n), dtype=torch.float32)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        ids, mask, pos = (t.to(device) for t in _left_pad(prompt_ids[start:stop], pad_id))
-        rows = torch.arange(stop - start, device=device)
-        answers = answer_ids[start:stop].to(device)
-
-        def log_odds(logits: torch.Tensor, rows: torch.Tensor = rows, answers: torch.Tensor = answers) -> torch.Tensor:
-            last = logits[:, -1].float()
-            return (last[rows, answers[:, 1]] - last[rows, answers[:, 0]]).cpu()
-
-        use_prefix = reuse_prefix and ids.shape[1] > 1
-        if use_prefix:
-            prefix = model(
-                input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True
-            )
-            prefix_cache = _returned_cache(prefix)
-            if prefix_cache is None:
-                raise QuirkyError(f"{type(model).__name__} returned no KV cache; rerun with reuse_prefix=False")
-
-            def forward() -> torch.Tensor:
-                kwargs = {cache_kw: copy.deepcopy(prefix_cache)}
-                out = model(
-                    input_ids=ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:], use_cache=True, **kwargs
-                )
-                return log_odds(out.logits)
-        else:
-
-            def forward() -> torch.Tensor:
-                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-                return log_odds(out.logits)
-
+        forward = _LastTokenForward(
+            model,
+            *(t.to(device) for t in _left_pad(prompt_ids[start:stop], pad_id)),
+            answer_ids[start:stop].to(device),
+            reuse_prefix=reuse_prefix,
+        )
         clean[start:stop] = forward()
         for i, layer in enumerate(layers):
             with reflect_last_position(model, layer, directions[i], means[i], last_layer=last_layer):

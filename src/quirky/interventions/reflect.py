@@ -47,7 +47,9 @@ def num_layers(model: nn.Module) -> int:
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     n = getattr(text_config, "num_hidden_layers", None)
     if not isinstance(n, int):
-        raise QuirkyError(f"cannot tell how many decoder layers {type(model).__name__} has (no num_hidden_layers)")
+        raise QuirkyError(
+            f"cannot tell how many decoder layers {type(model).__name__} has (no num_hidden_layers)"
+        )
     return n
 
 
@@ -124,13 +126,17 @@ def reflect_last_position(
     """
     d = direction.shape[-1]
     if direction.ndim != 1 or mean.shape != (d,):
-        raise QuirkyError(f"direction and mean must be 1-d vectors of equal size, got {direction.shape} and {mean.shape}")
+        raise QuirkyError(
+            f"direction and mean must be 1-d vectors of equal size, got {direction.shape} and {mean.shape}"
+        )
     site = hook_site(model, layer, last_layer)
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
         hidden = output[0] if isinstance(output, tuple) else output
         if hidden.shape[-1] != d:
-            raise QuirkyError(f"probe direction has size {d} but layer {layer} has hidden size {hidden.shape[-1]}")
+            raise QuirkyError(
+                f"probe direction has size {d} but layer {layer} has hidden size {hidden.shape[-1]}"
+            )
         new = hidden.clone()
         new[:, -1] = householder(hidden[:, -1], direction, mean)
         return (new, *output[1:]) if isinstance(output, tuple) else new

@@ -220,8 +220,32 @@ def _logits(model: Any, tokenizer: Any) -> torch.Tensor:
     return model(input_ids=ids).logits.float()
 
 
+def load_gguf(source: ModelSource) -> tuple[Any, Any]:
+    """The GGUF model as transformers loads it (dequantized to float32, but flagged as quantized) + tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert source.path is not None
+    gguf_dir, gguf_file = str(source.path.parent), source.path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    except Exception as e:  # the gguf reader raises many types for a bad or unsupported file
+        raise QuirkyError(f"could not read GGUF model {source.path}: {e}") from e
+    return model.eval(), tokenizer
+
+
 def build_gguf_cache(source: ModelSource, *, force: bool = False) -> Path:
-    """Dequantize a GGUF model once and cache it as a plain float32 safetensors model directory.
+    """Dequantize a GGUF model once and cache it as a plain float32 safetensors model directory."""
+    cache = _gguf_cache_dir(source)
+    if not force and _cache_is_valid(cache, source):
+        return cache
+    log.info("dequantizing %s (one time; cached in %s)", source.path, cache)
+    quantized, tokenizer = load_gguf(source)
+    return write_gguf_cache(source, quantized, tokenizer)
+
+
+def write_gguf_cache(source: ModelSource, quantized: Any, tokenizer: Any) -> Path:
+    """Cache a GGUF-loaded model as a plain safetensors model directory (atomically).
 
     transformers 5.x marks a GGUF-loaded model as quantized and `save_pretrained` refuses it, so its state dict
     is copied into a plain model built from the same config; the copy's logits must equal the GGUF model's, both
@@ -231,15 +255,7 @@ def build_gguf_cache(source: ModelSource, *, force: bool = False) -> Path:
 
     assert source.path is not None
     cache = _gguf_cache_dir(source)
-    if not force and _cache_is_valid(cache, source):
-        return cache
     gguf_dir, gguf_file = str(source.path.parent), source.path.name
-    log.info("dequantizing %s (one time; cached in %s)", source.path, cache)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
-    except Exception as e:  # the gguf reader raises many types for a bad or unsupported file
-        raise QuirkyError(f"could not read GGUF model {source.path}: {e}") from e
     config = AutoConfig.from_pretrained(gguf_dir, gguf_file=gguf_file)
     for attr in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, attr):
@@ -253,7 +269,6 @@ def build_gguf_cache(source: ModelSource, *, force: bool = False) -> Path:
         )
     plain.tie_weights()
     plain.eval()
-    quantized.eval()
     reference = _logits(quantized, tokenizer)
     if not torch.equal(_logits(plain, tokenizer), reference):
         raise QuirkyError(f"the plain copy of {source.path} does not reproduce its logits; not caching it")

@@ -165,6 +165,11 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         raise QuirkyError(
             "config: [datasets] names is empty; name at least one dataset (see `quirky datasets list`)"
         )
+    from quirky.pipeline.run import model_key
+
+    keys = [model_key(m) for m in cfg.models]
+    if len(set(keys)) != len(keys):
+        raise QuirkyError(f"config: two models share a run-directory name ({keys}); give them distinct names")
     if cfg.executor.kind not in _EXECUTORS:
         raise QuirkyError(
             f"config: [executor] kind must be one of {', '.join(_EXECUTORS)}, got {cfg.executor.kind!r}"

@@ -122,7 +122,9 @@ class Probe(ABC):
                 f"has {x.shape[0]} layers x {x.shape[-1]} features (mismatched model or layer selection)"
             )
         dt = compute_dtype(x)
-        state = {k: v.to(device=x.device, dtype=dt) if v.is_floating_point() else v for k, v in self.state.items()}
+        state = {
+            k: v.to(device=x.device, dtype=dt) if v.is_floating_point() else v for k, v in self.state.items()
+        }
         with torch.no_grad():
             return self._score(x.to(dt), state)
 
@@ -168,7 +170,7 @@ class Probe(ABC):
             "config": json.dumps(self.get_config(), sort_keys=True),
             "extra": json.dumps(extra or {}, sort_keys=True, default=str),
         }
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in sorted(self.state.items())}
+        tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in sorted(self.state.items())}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
 

@@ -21,7 +21,9 @@ from torch import Tensor
 # Random-direction quantile levels of the reference (2^-16 ... 2^-2, 0.5, 1-2^-2 ... 1-2^-16); a level is only
 # reported when enough draws lie beyond it (see `honest_quantile_levels`).
 REFERENCE_QUANTILE_LEVELS: tuple[float, ...] = (
-    tuple(2.0**-k for k in range(16, 1, -1)) + (0.5,) + tuple(1 - 2.0**-k for k in range(2, 17))
+    *tuple(2.0 ** (-k) for k in range(16, 1, -1)),
+    0.5,
+    *tuple(1 - 2.0 ** (-k) for k in range(2, 17)),
 )
 
 

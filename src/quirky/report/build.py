@@ -44,7 +44,9 @@ class ReportResult:
         return self.out_dir / SUMMARY
 
 
-def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> ReportResult:
+def build_report(
+    run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+) -> ReportResult:
     """Build every section from `run_dir` and write report.html, report.md (+ figures/), summary.json."""
     run = discover(run_dir)
     out = Path(out_dir) if out_dir is not None else run.report_dir
@@ -57,7 +59,9 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         except (QuirkyError, OSError, ValueError, KeyError, TypeError) as e:
             message = f"{type(e).__name__}: {e}"
             errors[key] = message
-            section = Section(key, key.capitalize(), present=False, note=f"could not build this section: {message}")
+            section = Section(
+                key, key.capitalize(), present=False, note=f"could not build this section: {message}"
+            )
             data = {"present": False, "error": message}
         sections.append(section)
         summary["sections"][key] = data
@@ -74,4 +78,3 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
                 (figdir / f"{f.name}.png").write_bytes(f.png)
         write_json(tmp / SUMMARY, clean_json(summary))
     return ReportResult(out_dir=out, sections=sections, summary=summary, errors=errors)
-

@@ -7,10 +7,17 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Write an HTML/Markdown/JSON report of a run directory.", no_args_is_help=True)
+app = typer.Typer(
+    help="Write an HTML/Markdown/JSON report of a run directory.",
+    no_args_is_help=True,
+    add_completion=False,
+    subcommand_metavar="",
+)
 
 
-@app.callback(invoke_without_command=True)
+# The report is the group's callback, so `quirky report RUN_DIR --out X` works without a verb; interspersed args
+# let options follow the positional RUN_DIR (Click groups stop parsing at the first positional otherwise).
+@app.callback(invoke_without_command=True, context_settings={"allow_interspersed_args": True})
 def report(
     run_dir: Path = typer.Argument(..., help="the run directory (see docs/ARCHITECTURE.md, 'Run directory')"),
     out: Path | None = typer.Option(None, "--out", help="where to write the report (default RUN_DIR/report)"),
@@ -23,6 +30,8 @@ def report(
     present = [s.title for s in result.sections if s.present]
     missing = [s.title for s in result.sections if not s.present]
     console.print(f"report written to {result.html}")
-    console.print(f"sections: {', '.join(present) or 'none'}" + (f"; not run: {', '.join(missing)}" if missing else ""))
+    console.print(
+        f"sections: {', '.join(present) or 'none'}" + (f"; not run: {', '.join(missing)}" if missing else "")
+    )
     for key, err in result.errors.items():
         console.print(f"[yellow]warning:[/] section {key}: {err}", highlight=False)

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 _STYLE = {
     "font.size": 9,
@@ -42,7 +42,9 @@ def _png(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
-def _grid(n: int, max_cols: int = 3, width: float = 3.4, height: float = 2.8) -> tuple[plt.Figure, list[plt.Axes]]:
+def _grid(
+    n: int, max_cols: int = 3, width: float = 3.4, height: float = 2.8
+) -> tuple[plt.Figure, list[plt.Axes]]:
     cols = min(n, max_cols)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
@@ -65,7 +67,7 @@ def line_panels(
     y: str,
     lo: str | None = None,
     hi: str | None = None,
-    references: Mapping[str, Sequence[tuple[str, float]]] | None = None,
+    references: Mapping[str, Sequence[tuple[str, float] | tuple[str, float, str]]] | None = None,
     xlabel: str,
     ylabel: str,
     ylim: tuple[float, float] | None = (0.0, 1.0),
@@ -82,13 +84,16 @@ def line_panels(
             part = data[data[panel] == name]
             for s, frame in part.groupby(series, sort=False):
                 frame = frame.sort_values(x)
-                ax.plot(frame[x], frame[y], color=colors[s], label=str(s), lw=1.5)
+                marker = "o" if len(frame) <= 40 else None
+                ax.plot(frame[x], frame[y], color=colors[s], label=str(s), lw=1.5, marker=marker, ms=3)
                 if lo is not None and hi is not None and frame[lo].notna().any():
                     ax.fill_between(frame[x], frame[lo], frame[hi], color=colors[s], alpha=0.18, lw=0)
             ref_styles = ["--", ":", "-."]
-            for i, (label, value) in enumerate((references or {}).get(name, [])):
+            for i, ref in enumerate((references or {}).get(name, [])):
+                label, value = ref[0], ref[1]
+                color = colors.get(ref[2], "black") if len(ref) > 2 else "black"  # type: ignore[misc]
                 if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                    ax.axhline(value, color="black", ls=ref_styles[i % 3], lw=1.0, label=label)
+                    ax.axhline(value, color=color, ls=ref_styles[i % 3], lw=1.0, label=label)
             if chance is not None:
                 ax.axhline(chance, color="grey", lw=0.6, alpha=0.6)
             ax.set_title(str(name))
@@ -131,7 +136,9 @@ def grouped_bars(
                 high = np.array([part[hi].get(g, np.nan) for g in groups], dtype=float)
                 err = np.vstack([vals - low, high - vals])
                 kwargs = {"yerr": np.where(np.isfinite(err), err, 0.0), "capsize": 2, "error_kw": {"lw": 0.8}}
-            ax.bar(xs + (i - (len(names) - 1) / 2) * width, vals, width, label=str(s), color=colors[s], **kwargs)
+            ax.bar(
+                xs + (i - (len(names) - 1) / 2) * width, vals, width, label=str(s), color=colors[s], **kwargs
+            )
         if chance is not None:
             ax.axhline(chance, color="grey", lw=0.8, ls="--")
         ax.set_xticks(xs, [str(g) for g in groups], rotation=20 if len(groups) > 6 else 0)
@@ -159,8 +166,13 @@ def finetune_curves(histories: Mapping[str, pd.DataFrame]) -> bytes:
             ax_loss, ax_auc = axes[row]
             steps = h["step"].to_numpy(dtype=float)
             # evaluations are often log-spaced (steps 0, 1, 2, 4, ...): use a symlog axis when they span decades
-            log_x = bool(len(steps) > 2 and np.nanmax(steps) > 20 * max(np.nanmin(steps[steps > 0], initial=1), 1))
-            for col, label, color in (("train_loss", "train loss", COLORS[0]), ("loss", "eval loss", COLORS[1])):
+            log_x = bool(
+                len(steps) > 2 and np.nanmax(steps) > 20 * max(np.nanmin(steps[steps > 0], initial=1), 1)
+            )
+            for col, label, color in (
+                ("train_loss", "train loss", COLORS[0]),
+                ("loss", "eval loss", COLORS[1]),
+            ):
                 if col in h and h[col].notna().any():
                     ax_loss.plot(steps, h[col], marker="o", ms=2.5, lw=1.2, label=label, color=color)
             for i, (col, label) in enumerate(metrics):
@@ -199,10 +211,60 @@ def score_histograms(data: pd.DataFrame, *, panel: str, group: str, value: str, 
             for g in groups:
                 v = part.loc[part[group] == g, value].to_numpy(dtype=float)
                 if len(v):
-                    ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, density=True, alpha=0.5, color=colors[g], label=str(g))
+                    ax.hist(
+                        np.clip(v, bins[0], bins[-1]),
+                        bins=bins,
+                        density=True,
+                        alpha=0.5,
+                        color=colors[g],
+                        label=str(g),
+                    )
             ax.set_title(str(name))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("density")
             ax.legend(frameon=False)
+        fig.tight_layout()
+        return _png(fig)
+
+
+def dot_ci(
+    data: pd.DataFrame,
+    *,
+    panel: str,
+    label: str,
+    value: str,
+    lo: str,
+    hi: str,
+    xlabel: str,
+    chance: float | None = 0.5,
+    xlim: tuple[float, float] = (0.0, 1.02),
+) -> bytes:
+    """A dot per row (`label` on the y axis) with a [lo, hi] interval, one panel per `panel`: a compact way to
+    compare many configurations (e.g. detector x features) with their confidence intervals."""
+    with plt.rc_context(_STYLE):
+        panels = list(dict.fromkeys(data[panel]))
+        labels = list(dict.fromkeys(data[label]))
+        colors = _color_map(labels)
+        height = 0.28 * len(labels) + 1.0
+        fig, axes = _grid(len(panels), 3, width=3.6, height=height)
+        for j, (ax, name) in enumerate(zip(axes, panels, strict=True)):
+            part = data[data[panel] == name].set_index(label)
+            ys = np.arange(len(labels))[::-1]
+            for yy, lab in zip(ys, labels, strict=True):
+                if lab not in part.index:
+                    continue
+                r = part.loc[lab]
+                v, a, b = float(r[value]), float(r[lo]), float(r[hi])
+                if np.isfinite(a) and np.isfinite(b):
+                    ax.plot([a, b], [yy, yy], color=colors[lab], lw=1.4)
+                ax.plot([v], [yy], "o", color=colors[lab], ms=4)
+            ax.set_yticks(ys, labels if j % 3 == 0 else [""] * len(labels))
+            ax.set_ylim(-0.7, len(labels) - 0.3)
+            ax.set_xlim(*xlim)
+            if chance is not None:
+                ax.axvline(chance, color="grey", lw=0.8, ls="--")
+            ax.set_xlabel(xlabel)
+            ax.set_title(str(name))
+            ax.grid(axis="y", visible=False)
         fig.tight_layout()
         return _png(fig)

@@ -45,10 +45,14 @@ class RunLayout:
     root: Path
     datasets: dict[str, Path] = field(default_factory=dict)
     finetune: dict[tuple[str, str], Path] = field(default_factory=dict)  # (model, dataset) -> dir
-    activations: dict[tuple[str, str, str], Path] = field(default_factory=dict)  # (model, dataset, split) -> store
+    activations: dict[tuple[str, str, str], Path] = field(
+        default_factory=dict
+    )  # (model, dataset, split) -> store
     probes: dict[tuple[str, str], Path] = field(default_factory=dict)
     anomaly: dict[tuple[str, str], Path] = field(default_factory=dict)
-    interventions: dict[tuple[str, str, str], Path] = field(default_factory=dict)  # (model, dataset, name) -> dir
+    interventions: dict[tuple[str, str, str], Path] = field(
+        default_factory=dict
+    )  # (model, dataset, name) -> dir
 
     @property
     def run_json(self) -> Path:
@@ -71,7 +75,9 @@ def discover(root: str | os.PathLike[str]) -> RunLayout:
     """Index a run directory; a clear error when it does not exist or holds none of the expected parts."""
     root = Path(root)
     if not root.is_dir():
-        raise QuirkyError(f"run directory {root} does not exist (run `quirky run CONFIG` or `quirky demo` first)")
+        raise QuirkyError(
+            f"run directory {root} does not exist (run `quirky run CONFIG` or `quirky demo` first)"
+        )
     layout = RunLayout(root=root)
     for d in _subdirs(root / DATASETS):
         if (d / "dataset.json").is_file():

@@ -85,11 +85,16 @@ def overview(run: RunLayout) -> SectionResult:
     versions = dict(info.get("versions") or {})
     versions.setdefault("quirky (report)", quirky.__version__)
     versions.setdefault("python (report)", platform.python_version())
-    sec.blocks.append(Table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"]), "Versions"))
+    sec.blocks.append(
+        Table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"]), "Versions")
+    )
     fps = info.get("fingerprints") or {}
     if fps:
         sec.blocks.append(
-            Table(pd.DataFrame(sorted(fps.items()), columns=["stage", "fingerprint"]), "Fingerprints (cache keys)")
+            Table(
+                pd.DataFrame(sorted(fps.items()), columns=["stage", "fingerprint"]),
+                "Fingerprints (cache keys)",
+            )
         )
     if "config" in info:
         sec.blocks.append(Paragraph("Configuration of the run:"))
@@ -141,7 +146,9 @@ def datasets(run: RunLayout, n_examples: int = 2) -> SectionResult:
                             "Alice label": str(a),
                             "Bob label": str(b),
                             "records": int(((every["alice_label"] == a) & (every["bob_label"] == b)).sum()),
-                            "fraction": float(((every["alice_label"] == a) & (every["bob_label"] == b)).mean()),
+                            "fraction": float(
+                                ((every["alice_label"] == a) & (every["bob_label"] == b)).mean()
+                            ),
                         }
                     )
             split = "test" if "test" in frames else next(iter(frames))
@@ -225,7 +232,9 @@ def lm_accuracy(run: RunLayout, split: str = "test") -> SectionResult:
     """Accuracy and AUROC of the LM's own answer (first-token log-odds) per persona and difficulty."""
     stores = {(m, d): p for (m, d, s), p in run.activations.items() if s == split}
     if not stores:
-        return _missing("lm", "LM accuracy by persona and difficulty", f"no activations/<model>/<dataset>/{split}/ store")
+        return _missing(
+            "lm", "LM accuracy by persona and difficulty", f"no activations/<model>/<dataset>/{split}/ store"
+        )
     from quirky.extraction.store import open_store
 
     sec = Section("lm", "LM accuracy by persona and difficulty")
@@ -270,14 +279,267 @@ def lm_accuracy(run: RunLayout, split: str = "test") -> SectionResult:
         )
     )
     sec.blocks.append(Table(table.drop(columns=["run"]), "LM accuracy and AUROC per subset"))
-    return sec, {"present": True, "split": split, "rows": table.drop(columns=["run"]).to_dict(orient="records")}
+    return sec, {
+        "present": True,
+        "split": split,
+        "rows": table.drop(columns=["run"]).to_dict(orient="records"),
+    }
+
+
+# --------------------------------------------------------------------------------------------------- probes
+#: (panel title, train tag, test subset): the transfers drawn as AUROC-vs-layer curves, all against Alice's labels
+CURVE_PANELS: tuple[tuple[str, str, str], ...] = (
+    ("A → A (in distribution)", "A", "A"),
+    ("A → B (Alice → Bob)", "A", "B"),
+    ("AE → AH (easy → hard)", "AE", "AH"),
+    ("AE → BH (easy Alice → hard Bob)", "AE", "BH"),
+)
+GRID_POINTS = 101
+
+
+def _probe_results(run: RunLayout) -> pd.DataFrame:
+    """Every probe run's results.parquet, with model/dataset named by their place in the run directory."""
+    frames = []
+    for (model, dataset), path in sorted(run.probes.items()):
+        f = path / "results.parquet"
+        if f.is_file():
+            frames.append(pd.read_parquet(f).assign(model=model, dataset=dataset))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _num_layers(results: pd.DataFrame) -> dict[tuple[str, str], int]:
+    probes = results[results["layer"] >= 0]
+    return {k: int(g["layer"].max()) + 1 for k, g in probes.groupby(["model", "dataset"])}
+
+
+def _interpolate(grid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Linear interpolation of y(x) at `grid`; NaN outside [x0, x_end] and on any segment touching a NaN layer
+    (a missing value is not invented from its neighbours)."""
+    out = np.full(len(grid), np.nan)
+    j = np.clip(np.searchsorted(x, grid, side="right") - 1, 0, len(x) - 1)
+    exact = np.isclose(grid, x[j])
+    out[exact] = y[j[exact]]
+    inner = ~exact & (grid > x[0]) & (grid < x[-1])
+    k = j[inner]
+    w = (grid[inner] - x[k]) / (x[k + 1] - x[k])
+    out[inner] = (1 - w) * y[k] + w * y[k + 1]  # NaN if either end is NaN
+    return out
+
+
+def _curves(results: pd.DataFrame, label_col: str, filt: str) -> pd.DataFrame:
+    """Long table panel/series/x/y/lo/hi of probe AUROC against layer fraction, one panel per CURVE_PANELS entry.
+
+    One (model, dataset): the bootstrap CI of each layer as the band.  Several: each run's curve is interpolated
+    on GRID_POINTS points of depth (x = (layer+1)/L, as the reference), never across a NaN layer, and averaged
+    over the runs that have a value at that point (the reference's viz.py divided by all runs, counting a NaN run
+    as zero, §9.1-12); the band is ±1.96 standard errors across runs.
+    """
+    layers = _num_layers(results)
+    sel = results[(results["label_col"] == label_col) & (results["filter"] == filt) & (results["layer"] >= 0)]
+    sel = sel[~sel["method"].isin(["random", "lm"])]
+    sel = sel[sel["train_label"] == "label"]
+    rows = []
+    several = len(layers) > 1
+    grid = np.linspace(0.0, 1.0, GRID_POINTS)
+    for title, train, test in CURVE_PANELS:
+        part = sel[(sel["train"] == train) & (sel["test"] == test)]
+        for method, g in part.groupby("method", sort=False):
+            if not several:
+                g = g.sort_values("layer")
+                (key,) = {(m, d) for m, d in zip(g["model"], g["dataset"], strict=True)}
+                x = (g["layer"].to_numpy() + 1) / layers[key]
+                for xi, r in zip(x, g.itertuples(index=False), strict=True):
+                    rows.append(
+                        {
+                            "panel": title,
+                            "series": method,
+                            "x": xi,
+                            "y": r.auroc,
+                            "lo": r.auroc_lo,
+                            "hi": r.auroc_hi,
+                        }
+                    )
+                continue
+            curves = []
+            for key, h in g.groupby(["model", "dataset"]):
+                h = h.sort_values("layer")
+                x = (h["layer"].to_numpy() + 1) / layers[key]
+                curves.append(_interpolate(grid, x, h["auroc"].to_numpy(dtype=float)))
+            if not curves:
+                continue
+            stack = np.vstack(curves)
+            count = np.isfinite(stack).sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.nansum(stack, axis=0) / np.where(count > 0, count, np.nan)
+                sd = np.sqrt(np.nansum((stack - mean) ** 2, axis=0) / np.where(count > 1, count - 1, np.nan))
+                se = sd / np.sqrt(count)
+            for xi, m, s in zip(grid, mean, se, strict=True):
+                rows.append(
+                    {
+                        "panel": title,
+                        "series": method,
+                        "x": xi,
+                        "y": m,
+                        "lo": m - 1.96 * s,
+                        "hi": m + 1.96 * s,
+                    }
+                )
+    return pd.DataFrame(rows, columns=["panel", "series", "x", "y", "lo", "hi"])
+
+
+def _lm_references(results: pd.DataFrame, label_col: str, filt: str) -> dict[str, list[tuple[str, float]]]:
+    """The LM's own AUROC (its answer log-odds) on each panel's test subset, averaged over runs."""
+    lm = results[
+        (results["method"] == "lm") & (results["label_col"] == label_col) & (results["filter"] == filt)
+    ]
+    refs: dict[str, list[tuple[str, float]]] = {}
+    for title, _, test in CURVE_PANELS:
+        vals = lm.loc[lm["test"] == test, "auroc"].to_numpy(dtype=float)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            refs[title] = [(f"LM on {test}", float(vals.mean()))]
+    return refs
+
+
+def probe_curves(run: RunLayout) -> SectionResult:
+    """AUROC against Alice's labels per layer, per method, for the Alice→Bob and easy→hard transfers."""
+    results = _probe_results(run)
+    if results.empty:
+        return _missing("probes", "Probe AUROC by layer", "no probes/<model>/<dataset>/results.parquet")
+    sec = Section("probes", "Probe AUROC by layer")
+    runs = sorted({(m, d) for m, d in zip(results["model"], results["dataset"], strict=True)})
+    several = len(runs) > 1
+    data: dict[str, Any] = {"present": True, "runs": [f"{m}/{d}" for m, d in runs], "figures": []}
+    views = [("all", "all examples")]
+    if (results["filter"] == "disagree").any():
+        views.append(("disagree", "examples where Alice and Bob disagree"))
+    for filt, what in views:
+        curves = _curves(results, "alice_label", filt)
+        if curves.empty:
+            continue
+        name = f"probe_auroc_layers_{filt}"
+        how = (
+            f"averaged over {len(runs)} (model, dataset) runs on a common depth axis, band ±1.96 SE across runs"
+            if several
+            else "shaded: 95% bootstrap CI"
+        )
+        sec.blocks.append(
+            Figure(
+                name,
+                figures.line_panels(
+                    curves,
+                    panel="panel",
+                    series="series",
+                    x="x",
+                    y="y",
+                    lo="lo",
+                    hi="hi",
+                    references=_lm_references(results, "alice_label", filt),
+                    xlabel="layer (fraction of depth)",
+                    ylabel="AUROC vs Alice's labels",
+                    max_cols=2,
+                ),
+                f"Probe AUROC against Alice's (true) labels by layer, {what} ({how}). Each panel trains on the "
+                "first subset and tests on the second; dashed: the LM's own answer AUROC on the test subset.",
+            )
+        )
+        data["figures"].append(name)
+    if several:
+        sec.blocks.append(Paragraph("Runs: " + ", ".join(f"{m} / {d}" for m, d in runs)))
+    return sec, data
+
+
+def transfer_table(run: RunLayout, exclude_eh: tuple[str, ...] = ("population",)) -> SectionResult:
+    """EIL per probe and the PGR tables by method (and dataset), averaged the reference's way."""
+    from quirky.experiments.pgr import DEFAULT_PGR_SPECS
+    from quirky.experiments.summary import eil_table, pgr_table
+
+    eils, pgrs = [], []
+    for (model, dataset), path in sorted(run.probes.items()):
+        if (path / "results.parquet").is_file():
+            # recomputed from the full-precision table (the CSVs round to 6 digits)
+            results = pd.read_parquet(path / "results.parquet")
+            layers = int(results.loc[results["layer"] >= 0, "layer"].max()) + 1
+            eil = eil_table(results, layers)
+            eils.append(eil.assign(model=model, dataset=dataset))
+            pgrs.append(
+                pgr_table(results, eil, DEFAULT_PGR_SPECS, layers).assign(model=model, dataset=dataset)
+            )
+        else:
+            if (path / "eil.csv").is_file():
+                eils.append(pd.read_csv(path / "eil.csv").assign(model=model, dataset=dataset))
+            if (path / "pgr.csv").is_file():
+                pgrs.append(pd.read_csv(path / "pgr.csv").assign(model=model, dataset=dataset))
+    eils = [e for e in eils if len(e)]
+    pgrs = [g for g in pgrs if len(g)]
+    if not eils and not pgrs:
+        return _missing("transfer", "Transfer: EIL and PGR", "no probes/<model>/<dataset>/results.parquet")
+    from quirky.experiments.pgr import average_pgr
+
+    sec = Section("transfer", "Transfer: EIL and PGR")
+    data: dict[str, Any] = {"present": True}
+    sec.blocks.append(
+        Paragraph(
+            "PGR (performance gap recovered) = (AUROC − floor) / (ceiling − floor), AUROC against Alice's labels at "
+            "each probe's earliest informative layer (EIL); floor and ceiling are the final-layer lr AUROCs of "
+            "B→BH and A→AH (AE→BH table) or B→B and A→A (A→B table). Averages follow the reference: AUROC, floor "
+            "and ceiling are averaged over models, then over datasets, before taking the ratio."
+        )
+    )
+    if pgrs:
+        rows = pd.concat(pgrs, ignore_index=True)
+        several_d = rows["dataset"].nunique() > 1
+        tables: dict[str, Any] = {}
+        for name, g in rows.groupby("table", sort=False):
+            excluded = [d for d in exclude_eh if "H" in str(name) and d in set(g["dataset"])]
+            avg = average_pgr(g, by=("table", "method", "train"), exclude_datasets=excluded)
+            pivot = avg.pivot_table(index=["method", "train"], columns="dataset", values="pgr", dropna=False)
+            cols = [c for c in pivot.columns if c != "average"] + (
+                ["average"] if "average" in pivot.columns else []
+            )
+            if not several_d:
+                cols = [c for c in cols if c != "average"]
+            pivot = pivot[cols].reset_index()
+            fc = g.groupby("dataset")[["floor", "ceiling"]].mean().reset_index()
+            caption = f"PGR, {name} (rows: method and training set; columns: dataset"
+            caption += ", 'average' as the reference computes it)" if several_d else ")"
+            if excluded:
+                caption += (
+                    f"; left out of the average: {', '.join(excluded)} (difficulty determines its label)"
+                )
+            sec.blocks.append(Table(pivot, caption, digits=2))
+            auc = avg.pivot_table(index=["method", "train"], columns="dataset", values="auc", dropna=False)
+            sec.blocks.append(
+                Table(
+                    auc[[c for c in cols if c in auc.columns]].reset_index(),
+                    f"AUROC at the EIL, {name}",
+                    digits=3,
+                )
+            )
+            sec.blocks.append(
+                Table(fc, f"Floor and ceiling, {name} (final-layer lr, averaged over models)", digits=3)
+            )
+            tables[str(name)] = {"pgr": avg.to_dict(orient="records"), "excluded": excluded}
+        data["pgr"] = tables
+    if eils:
+        eil = pd.concat(eils, ignore_index=True)
+        eil = eil[
+            ["model", "dataset", "method", "train", "train_label", "eil_layer", "eil_fraction", "eil_auroc"]
+        ]
+        sec.blocks.append(
+            Table(eil, "Earliest informative layer (EIL) of every probe and its in-distribution AUROC")
+        )
+        data["eil"] = eil.to_dict(orient="records")
+    return sec, data
 
 
 # --------------------------------------------------------------------------------------------------- anomaly
 def anomaly(run: RunLayout) -> SectionResult:
     """AUROC (with CI) and recall at low false-positive rates of every detector, and score distributions."""
     if not run.anomaly:
-        return _missing("anomaly", "Mechanistic anomaly detection", "no anomaly/<model>/<dataset>/anomaly.json")
+        return _missing(
+            "anomaly", "Mechanistic anomaly detection", "no anomaly/<model>/<dataset>/anomaly.json"
+        )
     sec = Section("anomaly", "Mechanistic anomaly detection")
     rows, excluded, score_frames = [], [], []
     for (model, dataset), path in sorted(run.anomaly.items()):
@@ -327,16 +589,24 @@ def anomaly(run: RunLayout) -> SectionResult:
         sec.blocks.append(
             Figure(
                 "anomaly_auroc",
-                figures.grouped_bars(
-                    plot, group="where", series="config", y="AUROC", lo="CI low", hi="CI high",
-                    ylabel="anomaly AUROC (Bob-hard vs Alice-hard)", ylim=(0.0, 1.02),
+                figures.dot_ci(
+                    plot,
+                    panel="where",
+                    label="config",
+                    value="AUROC",
+                    lo="CI low",
+                    hi="CI high",
+                    xlabel="AUROC, Bob-hard vs Alice-hard",
                 ),
-                "Anomaly detection AUROC per dataset (error bars: 95% bootstrap CI), one bar per detector / "
-                "probe method.",
+                "Anomaly detection AUROC (dot) with its 95% bootstrap CI (line), one row per detector / features "
+                "(the probe method whose AE-trained per-layer scores are used, or raw hidden states), one panel "
+                "per dataset.",
             )
         )
     summary = (
-        kept.groupby(["detector", "method"], sort=True)["AUROC"].agg(["mean", "count"]).reset_index()
+        kept.groupby(["detector", "method"], sort=True)["AUROC"]
+        .agg(["mean", "count"])
+        .reset_index()
         .rename(columns={"mean": "mean AUROC", "count": "datasets x models"})
     )
     if several_d or table["model"].nunique() > 1:
@@ -351,14 +621,22 @@ def anomaly(run: RunLayout) -> SectionResult:
         ref = scores[(scores["detector"] == "gaussian") & scores["subset"].isin(["AH", "BH"])]
         if not ref.empty:
             ref = ref.assign(
-                panel=ref["dataset"] + " / " + ref["method"] + ((" / " + ref["model"]) if table["model"].nunique() > 1 else ""),
+                panel=ref["dataset"]
+                + " / "
+                + ref["method"]
+                + ((" / " + ref["model"]) if table["model"].nunique() > 1 else ""),
                 subset=ref["subset"].map({"AH": "Alice hard (normal)", "BH": "Bob hard (anomalous)"}),
             )
             sec.blocks.append(
                 Figure(
                     "anomaly_scores",
-                    figures.score_histograms(ref, panel="panel", group="subset", value="score",
-                                             xlabel="anomaly score (−log density)"),
+                    figures.score_histograms(
+                        ref,
+                        panel="panel",
+                        group="subset",
+                        value="score",
+                        xlabel="anomaly score (−log density)",
+                    ),
                     "Distribution of the reference detector's anomaly score (negative Gaussian log-density of the "
                     "per-layer probe scores) on Alice-hard and Bob-hard test examples.",
                 )
@@ -376,7 +654,9 @@ def interventions(run: RunLayout) -> SectionResult:
     """The LM's AUROC against Alice's and Bob's labels after reflecting the probe direction, per layer."""
     if not run.interventions:
         return _missing(
-            "interventions", "Interventions", "no interventions/<model>/<dataset>/<method>__<train>/interventions.json"
+            "interventions",
+            "Interventions",
+            "no interventions/<model>/<dataset>/<method>__<train>/interventions.json",
         )
     sec = Section("interventions", "Interventions")
     rows, refs, summary = [], {}, []
@@ -384,19 +664,36 @@ def interventions(run: RunLayout) -> SectionResult:
         doc = read_json(path / "interventions.json")
         cfg = doc.get("config", {})
         total = cfg.get("num_layers")
-        panel = f"{dataset} / {name}" + (f" / {model}" if len(run.models()) > 1 else "")
+        desc = name
+        if cfg.get("method") and cfg.get("train_subset"):
+            desc = f"{cfg['method']} probe on {cfg['train_subset']}, tested on {cfg.get('test_subset', '?')}"
+        panel = f"{dataset}: {desc}" + (f" ({model})" if len(run.models()) > 1 else "")
         clean = doc.get("clean", {})
-        refs[panel] = [("clean, vs Alice", clean.get("auroc_alice")), ("clean, vs Bob", clean.get("auroc_bob"))]
+        refs[panel] = [
+            ("clean, vs Alice", clean.get("auroc_alice"), "intervened, vs Alice"),
+            ("clean, vs Bob", clean.get("auroc_bob"), "intervened, vs Bob"),
+        ]
         for r in doc.get("layers", []):
             x = (r["layer"] + 1) / total if total else r["layer"]
             for who in ("alice", "bob"):
-                rows.append({"panel": panel, "series": f"intervened, vs {who.capitalize()}", "x": x,
-                             "y": r.get(f"auroc_{who}")})
+                rows.append(
+                    {
+                        "panel": panel,
+                        "series": f"intervened, vs {who.capitalize()}",
+                        "x": x,
+                        "y": r.get(f"auroc_{who}"),
+                    }
+                )
             summary.append({"model": model, "dataset": dataset, "run": name, **r})
     frame = pd.DataFrame(rows).astype({"y": float})
-    xlabel = "layer (fraction of depth)" if all(
-        read_json(p / "interventions.json").get("config", {}).get("num_layers") for p in run.interventions.values()
-    ) else "layer"
+    xlabel = (
+        "layer (fraction of depth)"
+        if all(
+            read_json(p / "interventions.json").get("config", {}).get("num_layers")
+            for p in run.interventions.values()
+        )
+        else "layer"
+    )
     sec.blocks.append(
         Paragraph(
             "At one layer at a time, the last prompt token's residual state is reflected across the probe's "
@@ -408,8 +705,17 @@ def interventions(run: RunLayout) -> SectionResult:
     sec.blocks.append(
         Figure(
             "interventions",
-            figures.line_panels(frame, panel="panel", series="series", x="x", y="y", references=refs,
-                                xlabel=xlabel, ylabel="AUROC of LM log-odds", ylim=(0.0, 1.02)),
+            figures.line_panels(
+                frame,
+                panel="panel",
+                series="series",
+                x="x",
+                y="y",
+                references=refs,
+                xlabel=xlabel,
+                ylabel="AUROC of LM log-odds",
+                ylim=(0.0, 1.02),
+            ),
             "AUROC of the LM's answer log-odds against Alice's and Bob's labels after the reflection at each layer "
             "(solid) and without intervention (dashed/dotted).",
         )
@@ -424,6 +730,8 @@ BUILDERS: list[tuple[str, Callable[[RunLayout], SectionResult]]] = [
     ("datasets", datasets),
     ("finetuning", finetuning),
     ("lm", lm_accuracy),
+    ("probes", probe_curves),
+    ("transfer", transfer_table),
     ("anomaly", anomaly),
     ("interventions", interventions),
 ]

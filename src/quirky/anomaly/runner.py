@@ -1,0 +1,162 @@
+"""`quirky anomaly`: every (probe method, detector) on one or more probe output directories, written atomically.
+
+Output (docs/ARCHITECTURE.md, "Run directory"): `OUT/anomaly.json` with one result per (probe run, method,
+detector) and `OUT/scores.parquet` with every example's anomaly score.  A finished output with the same
+fingerprint is kept as is (rerunning is free).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import quirky
+from quirky.anomaly.detectors import DETECTOR_FEATURES
+from quirky.anomaly.experiment import evaluate_detector, exclusion_reason
+from quirky.anomaly.inputs import hidden_features, open_probe_run, probe_score_features
+from quirky.errors import QuirkyError
+from quirky.fileio import atomic_dir, fingerprint, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+RESULT_JSON = "anomaly.json"
+SCORES = "scores.parquet"
+DEFAULT_DETECTORS = ("gaussian", "gaussian-subtract-diag", "mahalanobis", "iforest", "lof")
+HIDDENS_METHOD = "hiddens"  # the `method` of detectors on raw hidden states (they use no probe)
+
+
+def run_anomaly(
+    probes: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    detectors: Sequence[str] = DEFAULT_DETECTORS,
+    methods: Sequence[str] = ("lr",),
+    exclude: Sequence[str] = ("population",),
+    layer: int | None = None,
+    activations: str | os.PathLike[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit every detector on trusted data and score AH (normal) vs BH (anomalous), for each probe directory.
+
+    Probe-score detectors run once per method; hidden-state detectors once per probe directory, on `layer`
+    (default: the EIL of the first method's AE probe, else the middle layer).  Datasets in `exclude` are run
+    and reported but flagged `excluded`, so averages can leave them out explicitly.
+    """
+    if not probes:
+        raise QuirkyError("give at least one --probes directory")
+    for d in detectors:
+        if d not in DETECTOR_FEATURES:
+            raise QuirkyError(f"unknown detector {d!r}; choose from {', '.join(DETECTOR_FEATURES)}")
+    if not methods and any(DETECTOR_FEATURES[d] == "probe-scores" for d in detectors):
+        raise QuirkyError("give at least one --method for the probe-score detectors")
+    out = Path(out)
+    runs = [open_probe_run(p) for p in probes]
+    config = {
+        "kind": "quirky-anomaly",
+        "probes": [
+            {
+                "model": r.model,
+                "dataset": r.dataset,
+                "train_store": r.info.get("train_store"),
+                "test_store": r.info.get("test_store"),
+                "finished": bool(r.summary),
+            }
+            for r in runs
+        ],
+        "detectors": list(detectors),
+        "methods": list(methods),
+        "exclude": list(exclude),
+        "layer": layer,
+        "n_boot": n_boot,
+        "seed": seed,
+    }
+    fp = fingerprint(config)
+    if (out / RESULT_JSON).is_file() and read_json(out / RESULT_JSON).get("fingerprint") == fp:
+        log.info("anomaly results at %s are up to date", out)
+        return read_json(out / RESULT_JSON)
+
+    results: list[dict[str, Any]] = []
+    score_rows: list[pd.DataFrame] = []
+    for run in runs:
+        store = run.test_store(activations)
+        reason = exclusion_reason(run.dataset, exclude)
+        common = {
+            "model": run.model,
+            "dataset": run.dataset,
+            "excluded": reason is not None,
+            "exclusion_reason": reason,
+        }
+        jobs: list[tuple[str, str, Any, dict[str, Any], int | None]] = []
+        for method in methods:
+            if any(DETECTOR_FEATURES[d] == "probe-scores" for d in detectors):
+                split, source = probe_score_features(run, method, store)
+                for d in (d for d in detectors if DETECTOR_FEATURES[d] == "probe-scores"):
+                    jobs.append((method, d, split, source, None))
+        hidden_dets = [d for d in detectors if DETECTOR_FEATURES[d] == "hiddens"]
+        if hidden_dets:
+            chosen = layer
+            if chosen is None:
+                eil = run.eil_layer(methods[0]) if methods else None
+                chosen = eil if eil is not None else store.num_layers // 2
+            split = hidden_features(run, store, chosen)
+            for d in hidden_dets:
+                jobs.append((HIDDENS_METHOD, d, split, {}, chosen % store.num_layers))
+        for method, det, split, source, lay in jobs:
+            log.info("%s / %s: %s on %s", run.model, run.dataset, det, method)
+            result, by_subset = evaluate_detector(det, split, n_boot=n_boot, seed=seed)
+            results.append({**common, "method": method, "layer": lay, **result, "source": source})
+            for subset, scores in by_subset.items():
+                score_rows.append(
+                    pd.DataFrame(
+                        {
+                            "model": run.model,
+                            "dataset": run.dataset,
+                            "method": method,
+                            "detector": det,
+                            "subset": subset,
+                            "id": split.ids.get(subset, [""] * len(scores)),
+                            "score": scores,
+                        }
+                    )
+                )
+    doc = {
+        "config": config,
+        "fingerprint": fp,
+        "quirky_version": quirky.__version__,
+        "results": results,
+        "summary": summarize(results),
+    }
+    with atomic_dir(out) as tmp:
+        pd.concat(score_rows, ignore_index=True).to_parquet(tmp / SCORES, index=False)
+        write_json(tmp / RESULT_JSON, doc)
+    return read_json(out / RESULT_JSON)
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean AUROC per `detector/method` over the non-excluded (model, dataset) results, listing what was left out
+    (`mean_auroc` is null when every result of that kind was excluded)."""
+    kept: dict[str, list[float]] = {}
+    left_out: dict[str, list[str]] = {}
+    for r in results:
+        key = f"{r['detector']}/{r['method']}"
+        kept.setdefault(key, [])
+        left_out.setdefault(key, [])
+        if r["excluded"]:
+            left_out[key].append(f"{r['model']}/{r['dataset']}")
+        else:
+            kept[key].append(r["auroc"])
+    return {
+        key: {
+            "mean_auroc": float(np.mean(values)) if values else None,
+            "n": len(values),
+            "excluded": sorted(left_out[key]),
+        }
+        for key, values in sorted(kept.items())
+    }

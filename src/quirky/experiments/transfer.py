@@ -1,0 +1,461 @@
+"""Run the transfer grid over two activation stores (train split, test split) in one process.
+
+Why one process and one load: the reference started a subprocess per (reporter, experiment), each re-reading
+every layer from disk.  Here each split's hidden states (and contrast pairs, if a pair method is asked for) are
+read once; subsets are row masks (`store.mask`); a probe is fitted once per (method, training subset) on all
+layers at once and scores the whole test split in one product, from which every test subset is a slice.
+
+Resumability: each (method, training subset) is one unit of work whose outputs (probe, scores, result rows) are
+written atomically, the rows last, together with a fingerprint of everything that determines them.  A rerun
+skips every unit whose fingerprint matches, and the final tables are assembled from the units.  See
+docs/ARCHITECTURE.md, "Probe output", for the layout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from quirky.errors import QuirkyError
+from quirky.experiments.evaluate import (
+    METRIC_COLUMNS,
+    EvalSettings,
+    Resamples,
+    evaluate_random,
+    evaluate_scores,
+)
+from quirky.experiments.grid import Experiment, default_grid, parse_experiments
+from quirky.experiments.pgr import DEFAULT_PGR_SPECS, PgrSpec
+from quirky.experiments.summary import build_summary, eil_table, pgr_table
+from quirky.extraction.store import ActivationStore, open_store
+from quirky.fileio import atomic_path, fingerprint, read_json, write_json
+from quirky.probes import METHODS, make_probe, probe_class
+
+RESULT_COLUMNS = (
+    "model",
+    "dataset",
+    "method",
+    "train",
+    "train_label",
+    "test",
+    "layer",
+    "label_col",
+    "filter",
+    *METRIC_COLUMNS,
+    "fpr",
+    "note",
+)
+QUANTILE_COLUMNS = (
+    "model",
+    "dataset",
+    "method",
+    "train",
+    "train_label",
+    "test",
+    "layer",
+    "label_col",
+    "filter",
+    "quantile",
+    "auroc",
+    "n_directions",
+)
+OUTPUT_VERSION = 1
+
+
+@dataclass
+class TransferConfig:
+    """Everything that determines a `quirky probe` run (all of it goes into the fingerprints)."""
+
+    methods: tuple[str, ...] = METHODS
+    experiments: tuple[str, ...] | None = (
+        None  # None: each method's default grid; else applied to every method
+    )
+    train_split: str = "validation"
+    test_split: str = "test"
+    probe_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    easy: float = 0.25
+    hard: float = 0.75
+    max_train: int | None = None
+    max_test: int | None = None
+    device: str | None = None
+    model_name: str | None = None
+    dataset_name: str | None = None
+    pgr_specs: tuple[PgrSpec, ...] = DEFAULT_PGR_SPECS
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise QuirkyError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise QuirkyError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def store_names(store: ActivationStore) -> tuple[str, str]:
+    """(model, dataset) names recorded in a store's config (extraction writes them under `source`)."""
+    cfg = store.config or {}
+    src = cfg.get("source", cfg)
+    model: Any = src.get("model")
+    if isinstance(model, dict):
+        inner = model.get("model")
+        name = inner.get("name") if isinstance(inner, dict) else inner
+        adapter = model.get("adapter")
+        if isinstance(adapter, dict) and adapter.get("name"):
+            name = f"{name}+{adapter['name']}"
+        model = name
+    dataset: Any = src.get("dataset")
+    if isinstance(dataset, dict):
+        dataset = dataset.get("name")
+    return str(model or "unknown"), str(dataset or "unknown")
+
+
+class _Splits:
+    """The two stores and their tensors, each read at most once (on first use) and kept on `device`."""
+
+    def __init__(self, train: ActivationStore, test: ActivationStore, device: torch.device) -> None:
+        self.stores = {"train": train, "test": test}
+        self.device = device
+        self._cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    def features(self, split: str, pair: bool) -> torch.Tensor:
+        key = (split, "pairs" if pair else "hiddens")
+        if key not in self._cache:
+            store = self.stores[split]
+            x = store.pairs() if pair else store.hiddens()
+            self._cache[key] = x.to(self.device)
+        return self._cache[key]
+
+    def lm_log_odds(self) -> torch.Tensor:
+        key = ("test", "lm")
+        if key not in self._cache:
+            self._cache[key] = self.stores["test"].lm_log_odds().to(self.device)
+        return self._cache[key]
+
+
+def _subset_index(store: ActivationStore, subset: str, cfg: TransferConfig, cap: int | None) -> np.ndarray:
+    idx = np.flatnonzero(store.mask(subset, easy=cfg.easy, hard=cfg.hard))
+    return idx if cap is None else idx[:cap]
+
+
+def _check_stores(train: ActivationStore, test: ActivationStore) -> None:
+    if train.num_layers != test.num_layers or train.hidden_size != test.hidden_size:
+        raise QuirkyError(
+            f"train store {train.path} has {train.num_layers} layers x d={train.hidden_size} but test store "
+            f"{test.path} has {test.num_layers} layers x d={test.hidden_size}; they must come from the same model"
+        )
+    for name, store in (("train", train), ("test", test)):
+        for col in ("label", "alice_label", "bob_label"):
+            vals = set(np.unique(store.meta[col].to_numpy()).tolist())
+            if not vals <= {0, 1}:
+                raise QuirkyError(
+                    f"{name} store {store.path}: column {col} must be 0/1, found {sorted(vals)[:5]}"
+                )
+
+
+def _open(act: Path, split: str, option: str) -> ActivationStore:
+    path = act / split
+    if not path.exists():
+        raise QuirkyError(
+            f"{act} has no {split!r} store (expected the directory {path}); extract that split or pass "
+            f"{option} with the name of an existing split directory"
+        )
+    return open_store(path)
+
+
+def _with_ids(df: pd.DataFrame, **cols: Any) -> pd.DataFrame:
+    for k, v in cols.items():
+        df[k] = v
+    return df
+
+
+def _nan_rows(
+    tests: list[tuple[str, pd.DataFrame]], settings: EvalSettings, num_layers: int, note: str
+) -> pd.DataFrame:
+    frames = []
+    for test, meta in tests:
+        for filt in settings.filters:
+            for col in settings.label_columns:
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "test": test,
+                            "layer": np.arange(num_layers),
+                            "label_col": col,
+                            "filter": filt,
+                            "n": len(meta),
+                            "n_pos": int(meta[col].sum()),
+                            **{k: math.nan for k in METRIC_COLUMNS[2:]},
+                            "note": note,
+                        }
+                    )
+                )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _finish(df: pd.DataFrame, ids: dict[str, Any], fpr: float) -> pd.DataFrame:
+    df = _with_ids(df, **ids)
+    df["fpr"] = fpr
+    for col in ("n", "n_pos", "layer"):
+        df[col] = df[col].astype("int64")
+    return df[list(RESULT_COLUMNS)]
+
+
+class _Parts:
+    """Per-unit result files under OUT/parts with their fingerprints (the resumability markers)."""
+
+    def __init__(self, out: Path) -> None:
+        self.root = out / "parts"
+
+    def paths(self, method: str, tag: str) -> tuple[Path, Path, Path]:
+        base = self.root / method / tag
+        return (
+            base.with_suffix(".parquet"),
+            base.with_suffix(".json"),
+            base.with_name(f"{tag}.quantiles.parquet"),
+        )
+
+    def done(self, method: str, tag: str, fp: str) -> bool:
+        rows, marker, _ = self.paths(method, tag)
+        return rows.is_file() and marker.is_file() and read_json(marker).get("fingerprint") == fp
+
+    def write(
+        self, method: str, tag: str, fp: str, rows: pd.DataFrame, quantiles: pd.DataFrame | None
+    ) -> None:
+        rows_path, marker, qpath = self.paths(method, tag)
+        if quantiles is not None and len(quantiles):
+            with atomic_path(qpath) as tmp:
+                quantiles.to_parquet(tmp, index=False)
+        with atomic_path(rows_path) as tmp:
+            rows.to_parquet(tmp, index=False)
+        write_json(marker, {"fingerprint": fp, "method": method, "train": tag, "rows": len(rows)})
+
+    def read(self, method: str, tag: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        rows_path, _, qpath = self.paths(method, tag)
+        return pd.read_parquet(rows_path), (pd.read_parquet(qpath) if qpath.is_file() else None)
+
+
+def experiments_for(cfg: TransferConfig) -> dict[str, list[Experiment]]:
+    for m in cfg.methods:
+        probe_class(m)  # validates the name
+    if len(set(cfg.methods)) != len(cfg.methods):
+        raise QuirkyError(f"--methods repeats a method: {', '.join(cfg.methods)}")
+    if cfg.experiments is None:
+        grid = default_grid(list(cfg.methods))
+    else:
+        exps = parse_experiments(list(cfg.experiments))
+        if not exps:
+            raise QuirkyError("--experiments is empty; give e.g. 'A->A,B,AH,BH'")
+        grid = {m: exps for m in cfg.methods}
+    return {m: [e.with_source() for e in exps] for m, exps in grid.items()}
+
+
+def run_transfer(
+    activations: str | Path,
+    out: str | Path,
+    cfg: TransferConfig | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Fit and score every (method, experiment) of the grid; write the tables and summary; return the summary."""
+    cfg = cfg or TransferConfig()
+    say = log or (lambda _msg: None)
+    act, out = Path(activations), Path(out)
+    if not act.is_dir():
+        raise QuirkyError(f"--activations {act} is not a directory (it should hold one store per split)")
+    grid = experiments_for(cfg)
+    train_store = _open(act, cfg.train_split, "--train-split")
+    test_store = _open(act, cfg.test_split, "--test-split")
+    _check_stores(train_store, test_store)
+    device = resolve_device(cfg.device)
+    model, dataset = store_names(test_store)
+    model, dataset = cfg.model_name or model, cfg.dataset_name or dataset
+    num_layers = test_store.num_layers
+    settings = cfg.eval
+    base = {
+        "version": OUTPUT_VERSION,
+        "train_store": train_store.fingerprint,
+        "test_store": test_store.fingerprint,
+        "eval": asdict(settings),
+        "easy": cfg.easy,
+        "hard": cfg.hard,
+        "max_train": cfg.max_train,
+        "max_test": cfg.max_test,
+        "model": model,
+        "dataset": dataset,
+    }
+    write_json(
+        out / "run.json",
+        {
+            **base,
+            "activations": str(act),
+            "train_split": cfg.train_split,
+            "test_split": cfg.test_split,
+            "methods": list(cfg.methods),
+            "experiments": {m: [str(e) for e in exps] for m, exps in grid.items()},
+            "probe_options": cfg.probe_options,
+            "device": str(device),
+        },
+    )
+    splits = _Splits(train_store, test_store, device)
+    resamples = Resamples(settings, device)
+    parts = _Parts(out)
+    test_index: dict[str, np.ndarray] = {}
+
+    def tests_of(exp: Experiment) -> list[tuple[str, np.ndarray, pd.DataFrame]]:
+        out_ = []
+        for t in exp.tests:
+            if t not in test_index:
+                test_index[t] = _subset_index(test_store, t, cfg, cfg.max_test)
+            idx = test_index[t]
+            out_.append((t, idx, test_store.meta.iloc[idx].reset_index(drop=True)))
+        return out_
+
+    # ---- the LM's own log-odds, scored like a probe -----------------------------------------------------------
+    all_tests = list(dict.fromkeys(t for exps in grid.values() for e in exps for t in e.tests))
+    lm_exp = Experiment("all", tuple(all_tests), "label")
+    lm_fp = fingerprint({**base, "unit": "lm", "tests": all_tests})
+    units: list[tuple[str, str]] = [("lm", "lm")]
+    if not parts.done("lm", "lm", lm_fp):
+        say("scoring the LM's own log-odds")
+        frames = []
+        for t, idx, meta in tests_of(lm_exp):
+            s = splits.lm_log_odds()[torch.as_tensor(idx, device=device)].unsqueeze(0)
+            df = evaluate_scores(s, meta, t, settings, resamples, layers=np.array([-1]))
+            frames.append(_with_ids(df, test=t))
+        rows = _finish(
+            pd.concat(frames, ignore_index=True),
+            {"model": model, "dataset": dataset, "method": "lm", "train": "-", "train_label": "-"},
+            settings.fpr,
+        )
+        parts.write("lm", "lm", lm_fp, rows, None)
+
+    # ---- the probes -------------------------------------------------------------------------------------------
+    for method in cfg.methods:
+        cls = probe_class(method)
+        options = cfg.probe_options.get(method, {})
+        for exp in grid[method]:
+            units.append((method, exp.tag))
+            fp = fingerprint({**base, "method": method, "options": options, "experiment": str(exp)})
+            if parts.done(method, exp.tag, fp):
+                say(f"{method} {exp}: done earlier, skipped")
+                continue
+            say(f"{method} {exp}")
+            ids = {
+                "model": model,
+                "dataset": dataset,
+                "method": method,
+                "train": exp.train,
+                "train_label": exp.train_label,
+            }
+            tests = tests_of(exp)
+            train_idx = _subset_index(train_store, exp.train, cfg, cfg.max_train)
+            y = train_store.meta[exp.train_label].to_numpy()[train_idx]
+            note = ""
+            if len(train_idx) == 0:
+                note = f"training subset {exp.train} of split {cfg.train_split} is empty"
+            elif y.min() == y.max():
+                note = f"training labels {exp.train_label} on {exp.train} hold a single class"
+            if note:
+                say(f"  skipped: {note}")
+                rows = _nan_rows([(t, m) for t, _, m in tests], settings, num_layers, note)
+                parts.write(method, exp.tag, fp, _finish(rows, ids, settings.fpr), None)
+                continue
+            x_all = splits.features("train", cls.pair)
+            x_train = x_all.index_select(1, torch.as_tensor(train_idx, device=device))
+            probe = make_probe(method, **options).fit(x_train, torch.as_tensor(y, device=device))
+            del x_train
+            probe.save(
+                out / "probes" / exp.tag / f"{method}.safetensors",
+                extra={
+                    "experiment": str(exp),
+                    "n_train": len(train_idx),
+                    "train_store": train_store.fingerprint,
+                    "test_store": test_store.fingerprint,
+                    "model": model,
+                    "dataset": dataset,
+                },
+            )
+            x_test = splits.features("test", cls.pair)
+            frames, qframes, tensors = [], [], {}
+            if method == "random":
+                for t, idx, meta in tests:
+                    s = probe.score(x_test.index_select(1, torch.as_tensor(idx, device=device)))
+                    df, qdf, dists = evaluate_random(s, meta, t, settings)
+                    frames.append(_with_ids(df, test=t))
+                    if len(qdf):
+                        qframes.append(_with_ids(qdf, test=t))
+                    tensors.update({f"{t}/{k}": v.contiguous() for k, v in dists.items()})
+            else:
+                s_full = probe.score(x_test)
+                for t, idx, meta in tests:
+                    s = s_full[:, torch.as_tensor(idx, device=device)]
+                    df = evaluate_scores(s, meta, t, settings, resamples)
+                    frames.append(_with_ids(df, test=t))
+                    tensors[t] = s.float().cpu().contiguous()
+                    tensors[f"{t}.index"] = torch.as_tensor(idx, dtype=torch.int64)
+            with atomic_path(out / "scores" / exp.tag / f"{method}.safetensors") as tmp:
+                save_file(tensors, str(tmp), metadata={"experiment": str(exp), "method": method})
+            rows = _finish(pd.concat(frames, ignore_index=True), ids, settings.fpr)
+            quantiles = None
+            if qframes:
+                quantiles = _with_ids(pd.concat(qframes, ignore_index=True), **ids)[list(QUANTILE_COLUMNS)]
+            parts.write(method, exp.tag, fp, rows, quantiles)
+
+    # ---- assemble ---------------------------------------------------------------------------------------------
+    frames, qframes = [], []
+    for method, tag in units:
+        rows, quantiles = parts.read(method, tag)
+        frames.append(rows)
+        if quantiles is not None:
+            qframes.append(quantiles)
+    results = pd.concat(frames, ignore_index=True)
+    _write_table(out / "results", results)
+    if qframes:
+        _write_table(out / "random", pd.concat(qframes, ignore_index=True))
+    eil = eil_table(results, num_layers)
+    _write_table(out / "eil", eil, parquet=False)
+    pgr_rows = pgr_table(results, eil, cfg.pgr_specs, num_layers)
+    _write_table(out / "pgr", pgr_rows, parquet=False)
+    summary = build_summary(results, eil, pgr_rows, cfg.pgr_specs, grid, num_layers)
+    summary.update(
+        {
+            "model": model,
+            "dataset": dataset,
+            "num_layers": num_layers,
+            "hidden_size": test_store.hidden_size,
+            "train_store": {
+                "path": str(train_store.path),
+                "fingerprint": train_store.fingerprint,
+                "n": train_store.n,
+            },
+            "test_store": {
+                "path": str(test_store.path),
+                "fingerprint": test_store.fingerprint,
+                "n": test_store.n,
+            },
+            "fpr": settings.fpr,
+            "n_boot": settings.n_boot,
+        }
+    )
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _write_table(stem: Path, df: pd.DataFrame, parquet: bool = True) -> None:
+    if parquet:
+        with atomic_path(stem.with_suffix(".parquet")) as tmp:
+            df.to_parquet(tmp, index=False)
+    with atomic_path(stem.with_suffix(".csv")) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")

@@ -1,0 +1,346 @@
+"""`quirky run CONFIG`: datasets -> finetune -> extract -> probe -> anomaly -> (intervene) -> report.
+
+The whole data flow in one place.  Every stage is cached by its own fingerprint inside the run directory (the
+stages themselves decide whether a finished result can be reused), so a re-run skips what is done, an interrupted
+run resumes, and a changed setting recomputes exactly the stages whose inputs changed.  Independent
+(model, dataset) jobs can be dispatched to submitit (local processes or SLURM); each job loads its model once and
+shares it between extraction of both splits and the interventions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from quirky.errors import QuirkyError
+from quirky.fileio import read_json, write_json
+from quirky.pipeline.config import RunConfig, config_from_dict
+from quirky.pipeline.executor import run_jobs
+from quirky.report.layout import (
+    ACTIVATIONS,
+    ANOMALY,
+    DATASETS,
+    FINETUNE,
+    INTERVENTIONS,
+    PROBES,
+    RUN_JSON,
+    finetune_key,
+    model_slug,
+)
+
+Log = Callable[[str], None]
+_VERSIONED = (
+    "quirky",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "scikit-learn",
+    "numpy",
+    "concept-erasure",
+    "safetensors",
+    "pyarrow",
+)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def model_key(model: str) -> str:
+    """The model's directory name in the run: a local path gives its last component (`/ckpt/llama` -> `llama`),
+    a hub id its slug (`EleutherAI/pythia-410m` -> `EleutherAI--pythia-410m`)."""
+    path = Path(model).expanduser()
+    return model_slug(path.name) if path.exists() else model_slug(model)
+
+
+@dataclass
+class JobPaths:
+    """Where one (model, dataset) job reads and writes inside the run directory."""
+
+    run: Path
+    model: str
+    dataset: str
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.run / DATASETS / self.dataset
+
+    @property
+    def finetune_dir(self) -> Path:
+        return self.run / FINETUNE / finetune_key(model_key(self.model), self.dataset)
+
+    @property
+    def activations_dir(self) -> Path:
+        return self.run / ACTIVATIONS / model_key(self.model) / self.dataset
+
+    @property
+    def probes_dir(self) -> Path:
+        return self.run / PROBES / model_key(self.model) / self.dataset
+
+    @property
+    def anomaly_dir(self) -> Path:
+        return self.run / ANOMALY / model_key(self.model) / self.dataset
+
+    def intervention_dir(self, method: str, subset: str) -> Path:
+        return self.run / INTERVENTIONS / model_key(self.model) / self.dataset / f"{method}__{subset}"
+
+
+@dataclass
+class _Timer:
+    """Wall-clock seconds per stage, for run.json (the only non-deterministic part of a run's records)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 2)
+
+
+class _SharedModel:
+    """Loads the (finetuned) model at most once per job, and only if some stage really needs it."""
+
+    def __init__(self, model: str, adapter: Path | None, device: str | None) -> None:
+        self.model, self.adapter, self.device = model, adapter, device
+        self._loaded: tuple[Any, Any] | None = None
+
+    def get(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            from quirky.models import load_model
+
+            self._loaded = load_model(self.model, adapter=self.adapter, device=self.device)
+        return self._loaded
+
+
+def build_datasets(cfg: RunConfig, run_dir: Path, log: Log) -> dict[str, Path]:
+    """Build (or reuse) every dataset of the config; they are shared by all models."""
+    from quirky.datasets import build_dataset
+
+    out: dict[str, Path] = {}
+    d = cfg.datasets
+    for name in d.names:
+        result = build_dataset(
+            name,
+            run_dir / DATASETS / name,
+            seed=d.seed,
+            n_train=d.n_train,
+            n_val=d.n_val,
+            n_test=d.n_test,
+            source=d.sources.get(name),
+            options=d.options.get(name),
+        )
+        log(f"dataset {name}: {'cached' if result.up_to_date else 'built'} -> {result.out}")
+        out[name] = result.out
+    return out
+
+
+def _finetune(cfg: RunConfig, paths: JobPaths, log: Log) -> tuple[str, Path | None, dict[str, Any]]:
+    """Finetune (or reuse) and return the model and adapter that the later stages use."""
+    if not cfg.finetune.enabled:
+        return paths.model, None, {}
+    from quirky.finetune.config import preset_config
+    from quirky.finetune.train import finetune
+
+    settings = dict(cfg.finetune.settings)
+    settings.setdefault("setup", cfg.datasets.setup)
+    ft_cfg = preset_config(cfg.finetune.preset, **settings)
+    result = finetune(paths.model, paths.dataset_dir, paths.finetune_dir, ft_cfg, log=log)
+    log(
+        f"finetune {paths.model} on {paths.dataset}: {result.status} ({result.step}/{result.total_steps} steps)"
+    )
+    if ft_cfg.full:
+        return str(paths.finetune_dir), None, result.metrics
+    return paths.model, paths.finetune_dir, result.metrics
+
+
+def _extract(
+    cfg: RunConfig, paths: JobPaths, model: str, adapter: Path | None, shared: _SharedModel, log: Log
+) -> None:
+    """Extract the probe-training and evaluation splits, loading the model only if a store must be computed."""
+    import torch
+
+    from quirky.datasets import load_templated, read_meta
+    from quirky.extraction.extract import ExtractSettings, build_config, check_frame, extract_frame
+    from quirky.extraction.store import read_store_json, store_fingerprint
+    from quirky.models import model_identity
+    from quirky.models.loading import default_device, default_dtype
+
+    e = cfg.extract
+    meta = read_meta(paths.dataset_dir)
+    settings = ExtractSettings(batch_size=e.batch_size)
+    dtype = default_dtype(torch.device(cfg.device) if cfg.device else default_device())
+    for split, cap in ((e.train_split, e.max_train_examples), (e.test_split, e.max_test_examples)):
+        df = load_templated(
+            paths.dataset_dir, split, setup=cfg.datasets.setup, seed=cfg.datasets.seed, max_examples=cap
+        )
+        check_frame(df)
+        source = {
+            "model": model_identity(model, adapter),
+            "dataset": {"name": meta.get("name"), "fingerprint": meta.get("fingerprint")},
+            "split": split,
+            "setup": cfg.datasets.setup,
+            "seed": cfg.datasets.seed,
+            "max_examples": cap,
+        }
+        out = paths.activations_dir / split
+        info = read_store_json(out) if out.exists() else None
+        if info is not None and info["fingerprint"] == store_fingerprint(
+            build_config(df, source, settings, dtype)
+        ):
+            log(f"extract {split}: cached")
+            continue
+        lm, tok = shared.get()
+        extract_frame(lm, tok, df, out, source=source, settings=settings)
+        log(f"extract {split}: {len(df)} prompts -> {out}")
+
+
+def _probe(cfg: RunConfig, paths: JobPaths, log: Log) -> dict[str, Any]:
+    from quirky.experiments.transfer import TransferConfig, run_transfer
+    from quirky.probes import METHODS
+
+    p = cfg.probe
+    tcfg = TransferConfig(
+        methods=tuple(p.methods) if p.methods else METHODS,
+        experiments=tuple(p.experiments) if p.experiments else None,
+        train_split=cfg.extract.train_split,
+        test_split=cfg.extract.test_split,
+        device=cfg.device,
+        model_name=model_key(paths.model),
+        dataset_name=paths.dataset,
+    )
+    tcfg.eval = dataclasses.replace(tcfg.eval, n_boot=p.bootstrap)
+    return run_transfer(paths.activations_dir, paths.probes_dir, tcfg, log=log)
+
+
+def _anomaly(cfg: RunConfig, paths: JobPaths) -> dict[str, Any]:
+    from quirky.anomaly.runner import DEFAULT_DETECTORS, run_anomaly
+
+    a = cfg.anomaly
+    return run_anomaly(
+        [paths.probes_dir],
+        paths.anomaly_dir,
+        detectors=tuple(a.detectors) if a.detectors else DEFAULT_DETECTORS,
+        methods=(a.method,),
+        exclude=tuple(a.exclude_datasets),
+        activations=paths.activations_dir,
+    )
+
+
+def _intervene(
+    cfg: RunConfig, paths: JobPaths, model: str, adapter: Path | None, shared: _SharedModel
+) -> dict[str, Any]:
+    from quirky.interventions.runner import run_intervention
+
+    i = cfg.intervene
+    out = paths.intervention_dir(i.method, i.train_subset)
+    return run_intervention(
+        model=model,
+        adapter=adapter,
+        probes=paths.probes_dir,
+        dataset=paths.dataset_dir,
+        out=out,
+        method=i.method,
+        train_subset=i.train_subset,
+        layers=i.layers,
+        split=cfg.extract.test_split,
+        setup=cfg.datasets.setup,
+        max_examples=i.max_examples,
+        activations=paths.activations_dir,
+        device=cfg.device,
+        loaded=shared.get(),
+    )
+
+
+def run_job(config: dict[str, Any], run_dir: str, model: str, dataset: str) -> dict[str, Any]:
+    """One (model, dataset) job: finetune -> extract -> probe -> anomaly -> intervene.  Picklable for submitit."""
+    cfg = config_from_dict(config)
+    paths = JobPaths(Path(run_dir), model, dataset)
+    timer = _Timer()
+
+    def log(msg: str) -> None:
+        print(f"[{model} / {dataset}] {msg}", flush=True)
+
+    lm_name, adapter, ft_metrics = timer.stage("finetune", lambda: _finetune(cfg, paths, log))
+    shared = _SharedModel(lm_name, adapter, cfg.device)
+    timer.stage("extract", lambda: _extract(cfg, paths, lm_name, adapter, shared, log))
+    summary = timer.stage("probe", lambda: _probe(cfg, paths, log))
+    anomaly = None
+    if cfg.anomaly.enabled:
+        anomaly = timer.stage("anomaly", lambda: _anomaly(cfg, paths))
+    intervention = None
+    if cfg.intervene.enabled:
+        intervention = timer.stage("intervene", lambda: _intervene(cfg, paths, lm_name, adapter, shared))
+    return {
+        "model": model,
+        "dataset": dataset,
+        "timings_s": timer.seconds,
+        "finetune_metrics": ft_metrics,
+        "probe_summary": summary,
+        "anomaly_summary": anomaly.get("summary") if anomaly else None,
+        "intervention": intervention,
+    }
+
+
+def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
+    """Run every stage for every (model, dataset) pair of `cfg` and write the report; return run.json's content."""
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_json(run_dir / RUN_JSON) if (run_dir / RUN_JSON).is_file() else {}
+    record: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "versions": package_versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "timings_s": {},
+        "previous_finished": previous.get("finished"),
+    }
+    timer = _Timer()
+    datasets = timer.stage("datasets", lambda: build_datasets(cfg, run_dir, log))
+    record["fingerprints"] = {
+        f"dataset/{n}": read_json(p / "dataset.json").get("fingerprint") for n, p in datasets.items()
+    }
+    jobs = [(cfg.to_dict(), str(run_dir), m, d) for m in cfg.models for d in cfg.datasets.names]
+    results = timer.stage("jobs", lambda: run_jobs(run_job, jobs, cfg.executor, run_dir))
+    for r in results:
+        record["timings_s"][f"{model_key(r['model'])}/{r['dataset']}"] = r["timings_s"]
+    record["jobs"] = [{k: v for k, v in r.items() if k != "probe_summary"} for r in results]
+    write_json(run_dir / RUN_JSON, record)
+
+    from quirky.report.build import build_report
+
+    report = timer.stage("report", lambda: build_report(run_dir))
+    record["timings_s"]["run"] = timer.seconds
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["report"] = str(report.html)
+    write_json(run_dir / RUN_JSON, record)
+    record["results"] = results
+    return record
+
+
+def check_run_dir(cfg: RunConfig) -> None:
+    """Refuse to write into a directory that is not a quirky run (a typo in `out` must not litter a home dir)."""
+    out = Path(cfg.out)
+    if out.is_file():
+        raise QuirkyError(f"run output {out} is a file; set `out` to a directory")
+    if (
+        out.is_dir()
+        and any(out.iterdir())
+        and not (out / RUN_JSON).is_file()
+        and not (out / DATASETS).is_dir()
+    ):
+        raise QuirkyError(f"{out} is not empty and is not a quirky run directory; choose another `out`")

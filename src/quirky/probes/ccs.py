@@ -1,0 +1,150 @@
+"""Contrast-Consistent Search (`ccs`) on LEACE-normalised contrast pairs, batched over layers and restarts.
+
+Math (reference §5, the pre-`e001e93` calling convention that produced the published numbers: pairs as
+[n, 1 variant, 2, d], unsupervised `fit`, then `platt_scale` with the labels):
+  p(x) = sigmoid(w . e(x) + b) on erased states e(x) (see `_contrast`),
+  loss = mean (p_neg - (1 - p_pos))^2 + mean min(p_neg, p_pos)^2, plus 0.01 (||w||^2 + b^2) / 2 while training;
+  `restarts` (>= 10) Kaiming-uniform initialisations, each run with L-BFGS, keeping the lowest *unregularised*
+  loss; then the Platt scale a and bias c are fitted on both sides with the labels; output a (s_pos - s_neg).
+
+Where it differs from the reference's loop: all layers x restarts are one batched L-BFGS problem (one GEMM over
+the pair data per evaluation serves every restart), each stopping on its own gradient/stagnation test instead of
+a fixed 1000 iterations, and the erased states are never materialised.  The stored `direction` [L, d] applies to
+h_pos - h_neg: score = direction . (h_pos - h_neg); `bias` is 0 (the Platt offset cancels in the difference).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from quirky.errors import QuirkyError
+from quirky.probes._contrast import (
+    erased_weight,
+    fit_pair_eraser,
+    pair_difference_score,
+    pair_side_scores,
+    platt_on_sides,
+)
+from quirky.probes.base import Probe
+from quirky.probes.optim import kaiming_uniform, lbfgs, spectral_preconditioner
+
+
+def ccs_loss(logits: Tensor) -> Tensor:
+    """Unregularised CCS loss of logits [..., n, 2, R] -> [..., R] (consistency + confidence)."""
+    p = torch.sigmoid(logits)
+    p_neg, p_pos = p[..., 0, :], p[..., 1, :]
+    consistency = (p_neg - (1 - p_pos)).pow(2).mean(dim=-2)
+    confidence = torch.minimum(p_neg, p_pos).pow(2).mean(dim=-2)
+    return consistency + confidence
+
+
+class CcsProbe(Probe):
+    """`ccs`: see the module docstring."""
+
+    name = "ccs"
+    pair = True
+    state_keys = (
+        "eraser_left",
+        "eraser_right",
+        "eraser_center",
+        "weight",
+        "weight_bias",
+        "scale",
+        "offset",
+        "direction",
+        "bias",
+        "train_loss",
+    )
+
+    def __init__(
+        self,
+        restarts: int = 10,
+        weight_decay: float = 0.01,
+        max_iter: int = 1000,
+        gtol: float = 1e-6,
+        wtol: float = 1e-6,
+        precond_rank: int = 64,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if int(restarts) < 1:
+            raise QuirkyError(f"ccs: restarts must be >= 1, got {restarts}")
+        self.restarts, self.weight_decay = int(restarts), float(weight_decay)
+        self.max_iter, self.gtol, self.wtol, self.seed = int(max_iter), float(gtol), float(wtol), int(seed)
+        self.precond_rank = int(precond_rank)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "restarts": self.restarts,
+            "weight_decay": self.weight_decay,
+            "max_iter": self.max_iter,
+            "gtol": self.gtol,
+            "wtol": self.wtol,
+            "precond_rank": self.precond_rank,
+            "seed": self.seed,
+        }
+
+    def _fit(self, x: Tensor, y: Tensor) -> None:
+        num_layers, n, _, d = x.shape
+        eraser = fit_pair_eraser(x)
+        flat = x.reshape(num_layers, 2 * n, d)
+        r = self.restarts
+        gen = torch.Generator().manual_seed(self.seed)
+        w0 = kaiming_uniform((num_layers, r, d), d, gen)
+        b0 = kaiming_uniform((num_layers, r), d, gen)
+        w0, b0 = w0.to(device=x.device, dtype=x.dtype), b0.to(device=x.device, dtype=x.dtype)
+        # exact change of variables (see optim.Preconditioner): residual-stream features differ in scale by orders
+        # of magnitude and are low-rank plus noise, which makes plain L-BFGS crawl for hundreds of iterations
+        pre = spectral_preconditioner(
+            flat, flat.mean(dim=1), flat.var(dim=1, unbiased=False), curvature=0.25, ridge=self.weight_decay,
+            rank=self.precond_rank, seed=self.seed,
+        )
+        b_sq = (0.25 + self.weight_decay) ** 0.5
+
+        def logits_of(w: Tensor, b: Tensor) -> Tensor:
+            u, c = erased_weight(w, eraser)  # [L, R, d], [L, R]
+            s = torch.bmm(flat, u.mT) + (b + c)[:, None, :]  # [L, 2n, R]
+            return s.reshape(num_layers, n, 2, r)
+
+        def fun(v_flat: Tensor) -> tuple[Tensor, Tensor]:
+            with torch.enable_grad():
+                v = v_flat.detach().reshape(num_layers, r, d + 1).requires_grad_(True)
+                w, b = pre.to_weights(v[..., :d]), v[..., d] / b_sq
+                loss = ccs_loss(logits_of(w, b))  # [L, R]
+                reg = self.weight_decay * ((w * w).sum(-1) + b * b) / 2
+                total = loss + reg
+                (grad,) = torch.autograd.grad(total.sum(), v)
+            return total.detach().reshape(-1), grad.reshape(num_layers * r, d + 1)
+
+        v0 = torch.cat([pre.to_variables(w0), (b0 * b_sq)[..., None]], dim=-1).reshape(num_layers * r, d + 1)
+        res = lbfgs(fun, v0, max_iter=self.max_iter, gtol=self.gtol, wtol=self.wtol)
+        v = res.x.reshape(num_layers, r, d + 1)
+        w_all, b_all = pre.to_weights(v[..., :d]), v[..., d] / b_sq
+        raw_loss = ccs_loss(logits_of(w_all, b_all))  # [L, R], unregularised, as the reference selects on
+        if not bool(torch.isfinite(raw_loss).any(dim=1).all()):
+            raise QuirkyError(
+                "ccs: every restart diverged (non-finite loss) on some layer; check the activations"
+            )
+        best = torch.nan_to_num(raw_loss, nan=float("inf")).argmin(dim=1)  # [L]
+        idx = torch.arange(num_layers, device=x.device)
+        w_best, b_best = w_all[idx, best], b_all[idx, best]
+        u, c = erased_weight(w_best, eraser)
+        sides = pair_side_scores(x, u, c + b_best)
+        scale, offset = platt_on_sides(sides, y)
+        self.state = {
+            **eraser,
+            "weight": w_best,
+            "weight_bias": b_best,
+            "scale": scale,
+            "offset": offset,
+            "direction": u * scale[:, None],
+            "bias": torch.zeros_like(scale),
+            "train_loss": raw_loss[idx, best],
+            "n_iter": res.n_iter.reshape(num_layers, r),
+        }
+
+    def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor:
+        return pair_difference_score(x, state["direction"])

@@ -1,0 +1,74 @@
+"""Difference-in-means probes: `mean-diff` on the last-token state and `mean-diff-on-pair` on [h_neg ; h_pos].
+
+Direction (reference §5): w = (mu_1 - mu_0) / ||mu_1 - mu_0||.  Where we differ (reference bug §9.1-10): the
+reference kept nn.Linear's *random* bias and a +-1 "scale", so a threshold at 0 meant nothing.  Here the scale
+and bias are fitted by a 1-D logistic regression of the labels on the projection w.x (`fit_platt`), which also
+resolves the sign on the training data.  `mean-diff-on-pair` really uses the pairs (the reference's version
+silently read the last-token states until `e001e93`, bug §9.1-2).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from quirky.probes.base import Probe, flatten_pairs, linear_score
+from quirky.probes.optim import fit_platt
+
+
+def class_means(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(mu_0, mu_1), each [L, f], for x [L, n, f] and 0/1 labels y [n] (as one matrix product)."""
+    w1 = y / y.sum()
+    w0 = (1 - y) / (1 - y).sum()
+    weights = torch.stack([w0, w1]).to(x.dtype)  # [2, n]
+    mus = torch.einsum("kn,lnf->klf", weights, x)
+    return mus[0], mus[1]
+
+
+def calibrate(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Fitted (scale, bias) [L] of a 1-D logistic regression of y on the projection x.w."""
+    s = torch.bmm(x, w.unsqueeze(-1)).squeeze(-1)
+    return fit_platt(s, y)
+
+
+class MeanDiffProbe(Probe):
+    """`mean-diff`: unit difference of class means, with a fitted scale and bias."""
+
+    name = "mean-diff"
+    state_keys = ("weight", "scale", "offset", "direction", "bias")
+
+    def _features(self, x: Tensor) -> Tensor:
+        return x
+
+    def _fit(self, x: Tensor, y: Tensor) -> None:
+        x = self._features(x)
+        mu0, mu1 = class_means(x, y)
+        diff = mu1 - mu0
+        norm = diff.norm(dim=-1, keepdim=True)
+        w = diff / norm.clamp_min(torch.finfo(x.dtype).tiny)
+        scale, offset = calibrate(x, y, w)
+        self.state = {
+            "weight": w,
+            "scale": scale,
+            "offset": offset,
+            "direction": w * scale[:, None],
+            "bias": offset,
+        }
+
+    def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor:
+        return linear_score(self._features(x), state["direction"], state["bias"])
+
+
+class PairMeanDiffProbe(MeanDiffProbe):
+    """`mean-diff-on-pair`: the same on the concatenated contrast pair; `direction` is [L, 2d]."""
+
+    name = "mean-diff-on-pair"
+    pair = True
+
+    def _features(self, x: Tensor) -> Tensor:
+        return flatten_pairs(x)
+
+    @property
+    def expected_shape(self) -> tuple[int, int]:
+        w = self.state["direction"]
+        return int(w.shape[0]), int(w.shape[-1]) // 2
