@@ -34,7 +34,9 @@ from quirky.probes.metrics import auroc
 # synthetic activations
 
 
-def synthetic(n: int, d: int, num_layers: int, seed: int, rank: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def synthetic(
+    n: int, d: int, num_layers: int, seed: int, rank: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(hiddens [L, n, d], pairs [L, n, 2, d], labels [n]) in float32."""
     g = torch.Generator().manual_seed(seed)
     y = (torch.arange(n) % 2).float()[torch.randperm(n, generator=g)]
@@ -104,8 +106,11 @@ def ref_lda(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def ref_platt(raw: Callable[[], torch.Tensor], params: list[torch.Tensor], y2: torch.Tensor) -> None:
     opt = torch.optim.LBFGS(
-        params, line_search_fn="strong_wolfe", max_iter=100,
-        tolerance_change=torch.finfo(torch.float32).eps, tolerance_grad=torch.finfo(torch.float32).eps,
+        params,
+        line_search_fn="strong_wolfe",
+        max_iter=100,
+        tolerance_change=torch.finfo(torch.float32).eps,
+        tolerance_grad=torch.finfo(torch.float32).eps,
     )
 
     def closure() -> float:
@@ -132,12 +137,15 @@ def ref_ccs(pairs: torch.Tensor, y: torch.Tensor, restarts: int, max_iter: int) 
     for _ in range(restarts):
         lin.reset_parameters()
         opt = torch.optim.LBFGS(
-            lin.parameters(), line_search_fn="strong_wolfe", max_iter=max_iter, tolerance_change=eps,
+            lin.parameters(),
+            line_search_fn="strong_wolfe",
+            max_iter=max_iter,
+            tolerance_change=eps,
             tolerance_grad=eps,
         )
         raw = math.inf
 
-        def closure() -> float:
+        def closure(opt: torch.optim.Optimizer = opt) -> float:
             nonlocal raw
             opt.zero_grad()
             p0, p1 = torch.sigmoid(lin(neg)), torch.sigmoid(lin(pos))
@@ -162,7 +170,9 @@ def ref_ccs(pairs: torch.Tensor, y: torch.Tensor, restarts: int, max_iter: int) 
 
 def ref_crc(pairs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     n = len(pairs)
-    eraser = LeaceEraser.fit(pairs.flatten(0, 1), torch.stack([pairs.new_zeros(n), pairs.new_ones(n)], 1).flatten())
+    eraser = LeaceEraser.fit(
+        pairs.flatten(0, 1), torch.stack([pairs.new_zeros(n), pairs.new_ones(n)], 1).flatten()
+    )
     e = eraser(pairs)
     _, _, v = torch.pca_lowrank(e[:, 1] - e[:, 0], q=1, niter=10)
     side = (e @ v).squeeze(-1)  # [n, 2]
@@ -187,7 +197,9 @@ def _cumsum_auroc(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return (tpr * dfpr).sum(-1)
 
 
-def reference_method(method: str, args: argparse.Namespace) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def reference_method(
+    method: str, args: argparse.Namespace
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Per-layer fit-and-score-training-data function of the reference loop."""
     return {
         "lr": lambda x, y: ref_lr(x, y, args.lr_max_iter),
@@ -210,8 +222,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--d", type=int, default=4096)
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--baseline-layers", type=int, default=None,
-                    help="time the reference loop on this many (evenly spaced) layers and scale to all layers")
+    ap.add_argument(
+        "--baseline-layers",
+        type=int,
+        default=None,
+        help="time the reference loop on this many (evenly spaced) layers and scale to all layers",
+    )
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--lr-max-iter", type=int, default=10_000)
     ap.add_argument("--ccs-max-iter", type=int, default=1000)
@@ -238,7 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
         k = args.baseline_layers
         b_layers = sorted({round(i * (num_layers - 1) / max(1, k - 1)) for i in range(k)})
     rows = []
-    print(f"{'method':<18} {'ours s':>9} {'ref loop s':>11} {'ratio':>7}   train AUROC last layer (ours / ref)")
+    print(
+        f"{'method':<18} {'ours s':>9} {'ref loop s':>11} {'ratio':>7}   train AUROC last layer (ours / ref)"
+    )
     for method in methods:
         probe = make_probe(method, **({"n_directions": args.random_directions} if method == "random" else {}))
         data = pairs if probe.pair else hid
@@ -260,17 +278,36 @@ def main(argv: list[str] | None = None) -> dict:
                 # the random baseline's reference returns per-direction test AUROCs, the others scores
                 ref_auc = float(last.mean()) if method == "random" else float(auroc(last, y))
         ratio = ref_time / ours
-        rows.append({"method": method, "ours_s": ours, "reference_s": ref_time, "ratio": ratio,
-                     "ours_train_auroc": ours_auc, "reference_train_auroc": ref_auc})
-        print(f"{method:<18} {ours:9.2f} {ref_time:11.2f} {ratio:7.1f}   {ours_auc:.4f} / {ref_auc:.4f}", flush=True)
+        rows.append(
+            {
+                "method": method,
+                "ours_s": ours,
+                "reference_s": ref_time,
+                "ratio": ratio,
+                "ours_train_auroc": ours_auc,
+                "reference_train_auroc": ref_auc,
+            }
+        )
+        print(
+            f"{method:<18} {ours:9.2f} {ref_time:11.2f} {ratio:7.1f}   {ours_auc:.4f} / {ref_auc:.4f}",
+            flush=True,
+        )
     tot_o = sum(r["ours_s"] for r in rows)
     tot_r = sum(r["reference_s"] for r in rows)
     print(f"{'total':<18} {tot_o:9.2f} {tot_r:11.2f} {tot_r / tot_o:7.1f}")
     if len(b_layers) < num_layers and not args.no_baseline:
         print(f"(reference loop timed on layers {b_layers} and scaled by {num_layers}/{len(b_layers)})")
-    out = {"n": args.n, "d": args.d, "layers": args.layers, "baseline_layers": b_layers, "threads":
-           torch.get_num_threads(), "methods": rows, "total_ours_s": tot_o, "total_reference_s": tot_r,
-           "ratio": tot_r / tot_o}
+    out = {
+        "n": args.n,
+        "d": args.d,
+        "layers": args.layers,
+        "baseline_layers": b_layers,
+        "threads": torch.get_num_threads(),
+        "methods": rows,
+        "total_ours_s": tot_o,
+        "total_reference_s": tot_r,
+        "ratio": tot_r / tot_o,
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

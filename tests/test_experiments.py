@@ -164,12 +164,29 @@ def full_run(stores, tmp_path_factory):
 
 
 def test_full_grid_outputs(full_run, stores):
-    out, summary = full_run
-    for f in ("results.parquet", "results.csv", "summary.json", "run.json", "eil.csv", "pgr.csv", "random.parquet"):
+    out, _ = full_run
+    for f in (
+        "results.parquet",
+        "results.csv",
+        "summary.json",
+        "run.json",
+        "eil.csv",
+        "pgr.csv",
+        "random.parquet",
+    ):
         assert (out / f).is_file(), f
     res = pd.read_parquet(out / "results.parquet")
-    assert set(res["method"]) == {"lm", "lr", "lr-on-pair", "mean-diff", "mean-diff-on-pair", "lda", "ccs", "crc",
-                                  "random"}
+    assert set(res["method"]) == {
+        "lm",
+        "lr",
+        "lr-on-pair",
+        "mean-diff",
+        "mean-diff-on-pair",
+        "lda",
+        "ccs",
+        "crc",
+        "random",
+    }
     # one row per (method, train, test, layer, label column, filter): no duplicates
     key = ["model", "dataset", "method", "train", "train_label", "test", "layer", "label_col", "filter"]
     assert not res.duplicated(key).any()
@@ -199,8 +216,14 @@ def test_summary_numbers_recomputed_by_hand(full_run, stores):
     res = pd.read_parquet(out / "results.parquet")
 
     def au(method, train, test, layer, label="alice_label", filt="all"):
-        r = res[(res.method == method) & (res.train == train) & (res.test == test) & (res.layer == layer)
-                & (res.label_col == label) & (res["filter"] == filt)]
+        r = res[
+            (res.method == method)
+            & (res.train == train)
+            & (res.test == test)
+            & (res.layer == layer)
+            & (res.label_col == label)
+            & (res["filter"] == filt)
+        ]
         return float(r.auroc.iloc[0])
 
     curve = [au("mean-diff", "AE", "AE", layer, label="label") for layer in range(4)]
@@ -239,8 +262,11 @@ def test_resume_and_determinism(stores, tmp_path):
         assert (tmp_path / "b" / f).read_bytes() == (tmp_path / "a" / f).read_bytes()
     # changing one method's options reruns only that method
     logs.clear()
-    cfg2 = _cfg(methods=("lr", "ccs"), experiments=cfg.experiments,
-                probe_options={**FAST, "ccs": {"restarts": 11, "max_iter": 200}})
+    cfg2 = _cfg(
+        methods=("lr", "ccs"),
+        experiments=cfg.experiments,
+        probe_options={**FAST, "ccs": {"restarts": 11, "max_iter": 200}},
+    )
     run_transfer(stores, tmp_path / "a", cfg2, log=logs.append)
     assert sum("skipped" in m for m in logs) == 3
 
@@ -249,8 +275,9 @@ def test_empty_subset_and_single_class_are_marked(tmp_path):
     root = tmp_path / "act"
     make_split(root / "validation", 200, 2, drop_bob_hard=True)
     make_split(root / "test", 160, 3, drop_bob_hard=True)
-    summary = run_transfer(root, tmp_path / "out", _cfg(methods=("lr", "mean-diff"),
-                                                        experiments=("BH->BH", "A->A,BH")))
+    summary = run_transfer(
+        root, tmp_path / "out", _cfg(methods=("lr", "mean-diff"), experiments=("BH->BH", "A->A,BH"))
+    )
     res = pd.read_parquet(tmp_path / "out" / "results.parquet")
     bh_train = res[(res.train == "BH") & (res.method == "lr")]
     assert bh_train.auroc.isna().all() and bh_train.note.str.contains("empty").all()
@@ -279,8 +306,24 @@ def test_cli_run_and_show(stores, tmp_path, capsys):
         return int(exc.value.code or 0), out, err
 
     out_dir = tmp_path / "cli"
-    code, out, _ = run(["probe", "--activations", str(stores), "--out", str(out_dir), "-m", "lr,mean-diff",
-                        "-e", "A->A,B,AH,BH", "-e", "B->B,BH;AE->BH", "--n-boot", "20", "-q"])
+    code, out, _ = run(
+        [
+            "probe",
+            "--activations",
+            str(stores),
+            "--out",
+            str(out_dir),
+            "-m",
+            "lr,mean-diff",
+            "-e",
+            "A->A,B,AH,BH",
+            "-e",
+            "B->B,BH;AE->BH",
+            "--n-boot",
+            "20",
+            "-q",
+        ]
+    )
     assert code == 0, out
     assert "mean-diff" in out and (out_dir / "summary.json").is_file()
     code, out, _ = run(["probe", "show", str(out_dir)])

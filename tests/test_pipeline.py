@@ -18,7 +18,9 @@ PROMPTS = [f"{a} + {b} = {a + b + d}. {c}:{t}" for a in range(40) for b in (3, 1
 def save_tiny(path: Path, arch: str) -> Path:
     from quirky.models.tiny import tiny_model, tiny_tokenizer
 
-    tok = tiny_tokenizer(PROMPTS + ["Name: Alice Bob northern southern hemisphere"], bos=arch == "llama")
+    # Every answer word of the two datasets used here must be one token with its leading space.
+    answers = [" Yes No True False Correct Incorrect Right Wrong Northern Southern North South"] * 200
+    tok = tiny_tokenizer(PROMPTS + answers, bos=arch == "llama", vocab_size=600)
     model = tiny_model(arch, len(tok), layers=3, hidden=32, max_position_embeddings=256)
     model.save_pretrained(path)
     tok.save_pretrained(path)

@@ -55,7 +55,8 @@ def test_random_baseline_signs_and_reproducibility():
     x, y = _data(False, n=200)
     probe = make_probe("random", n_directions=300, seed=5).fit(x, y)
     train_auc = auroc(probe.score(x), y)  # [L, K]
-    assert bool((train_auc >= 0.5).all())  # every direction's sign was flipped to beat chance on training data
+    # every direction's sign was flipped to beat chance on the training data
+    assert bool((train_auc >= 0.5).all())
     z1 = probe.directions(1, 8, torch.device("cpu"), torch.float32)
     z2 = make_probe("random", n_directions=300, seed=5).directions(1, 8, torch.device("cpu"), torch.float32)
     assert torch.equal(z1, z2)

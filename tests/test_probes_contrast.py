@@ -63,7 +63,7 @@ def test_closed_form_leace_equals_concept_erasure():
     eye = torch.eye(d, dtype=torch.float64)
     p_ours = eye - left @ right
     ref = fitter.eraser
-    p_ref = (eye - ref.proj_left.double() @ ref.proj_right.double())
+    p_ref = eye - ref.proj_left.double() @ ref.proj_right.double()
     torch.testing.assert_close(p_ours, p_ref, atol=2e-5, rtol=0)
     # and the stacked per-layer eraser applies it: the two sides have equal means afterwards
     eraser = fit_pair_eraser(x)
@@ -77,7 +77,7 @@ def test_closed_form_leace_equals_concept_erasure():
 def _reference_ccs_loss(x: torch.Tensor, restarts: int = 10, max_iter: int = 300) -> float:
     """The reference's loop for one layer: LEACE, then per restart one torch LBFGS run on loss + wd/2 ||theta||^2,
     keeping the lowest unregularised loss."""
-    n, _, d = x.shape
+    d = x.shape[-1]
     eraser = fit_pair_eraser(x[None])
     neg, pos = erase(x[None, :, 0], eraser)[0], erase(x[None, :, 1], eraser)[0]
     torch.manual_seed(0)
@@ -85,11 +85,14 @@ def _reference_ccs_loss(x: torch.Tensor, restarts: int = 10, max_iter: int = 300
     for _ in range(restarts):
         lin = torch.nn.Linear(d, 1)
         opt = torch.optim.LBFGS(
-            lin.parameters(), line_search_fn="strong_wolfe", max_iter=max_iter,
-            tolerance_change=torch.finfo(torch.float32).eps, tolerance_grad=torch.finfo(torch.float32).eps,
+            lin.parameters(),
+            line_search_fn="strong_wolfe",
+            max_iter=max_iter,
+            tolerance_change=torch.finfo(torch.float32).eps,
+            tolerance_grad=torch.finfo(torch.float32).eps,
         )
 
-        def closure():
+        def closure(opt=opt, lin=lin):
             opt.zero_grad()
             logits = torch.stack([lin(neg), lin(pos)], dim=1)  # [n, 2, 1]
             loss = ccs_loss(logits).sum() + sum(0.01 * p.norm() ** 2 / 2 for p in lin.parameters())

@@ -45,7 +45,9 @@ def test_lr_matches_sklearn_float64(l2):
     assert bool(probe.state["converged"].all())
     for layer in range(x.shape[0]):
         coef, intercept = _sklearn(x[layer].numpy(), y.numpy(), l2)
-        np.testing.assert_allclose(probe.direction[layer].numpy(), coef, rtol=0, atol=2e-4 * np.abs(coef).max())
+        np.testing.assert_allclose(
+            probe.direction[layer].numpy(), coef, rtol=0, atol=2e-4 * np.abs(coef).max()
+        )
         assert probe.bias[layer].item() == pytest.approx(intercept, abs=2e-3 * max(1.0, abs(intercept)))
     # scores are the log-odds of the fitted model
     scores = probe.score(x)
@@ -71,7 +73,9 @@ def test_lr_on_pair_is_lr_on_concatenated_pair():
     p_flat = make_probe("lr").fit(torch.cat([pairs[:, :, 0], pairs[:, :, 1]], dim=-1), y)
     assert p_pair.direction.shape == (2, 24)
     torch.testing.assert_close(p_pair.direction, p_flat.direction, rtol=1e-6, atol=1e-8)
-    torch.testing.assert_close(p_pair.score(pairs), p_flat.score(torch.cat([pairs[:, :, 0], pairs[:, :, 1]], -1)))
+    torch.testing.assert_close(
+        p_pair.score(pairs), p_flat.score(torch.cat([pairs[:, :, 0], pairs[:, :, 1]], -1))
+    )
 
 
 def test_lr_save_load_identical(tmp_path):

@@ -64,9 +64,19 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON atomically with sorted keys, so equal objects give byte-identical files."""
+    """Write JSON atomically with sorted keys, so equal objects give byte-identical files.
+
+    An existing file with the same bytes is left untouched, so a cached re-run changes no modification times."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` atomically, unless `path` already holds exactly these bytes."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_bytes(data)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

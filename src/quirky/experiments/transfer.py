@@ -13,6 +13,7 @@ docs/ARCHITECTURE.md, "Probe output", for the layout.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,7 @@ from quirky.experiments.grid import Experiment, default_grid, parse_experiments
 from quirky.experiments.pgr import DEFAULT_PGR_SPECS, PgrSpec
 from quirky.experiments.summary import build_summary, eil_table, pgr_table
 from quirky.extraction.store import ActivationStore, open_store
-from quirky.fileio import atomic_path, fingerprint, read_json, write_json
+from quirky.fileio import atomic_path, fingerprint, read_json, write_bytes, write_json
 from quirky.probes import METHODS, make_probe, probe_class
 
 RESULT_COLUMNS = (
@@ -454,8 +455,9 @@ def run_transfer(
 
 
 def _write_table(stem: Path, df: pd.DataFrame, parquet: bool = True) -> None:
+    """Parquet (exact) and CSV (readable) copies; identical bytes already on disk are left untouched."""
     if parquet:
-        with atomic_path(stem.with_suffix(".parquet")) as tmp:
-            df.to_parquet(tmp, index=False)
-    with atomic_path(stem.with_suffix(".csv")) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
+        buffer = io.BytesIO()
+        df.to_parquet(buffer, index=False)
+        write_bytes(stem.with_suffix(".parquet"), buffer.getvalue())
+    write_bytes(stem.with_suffix(".csv"), df.to_csv(index=False, float_format="%.6g").encode())

@@ -8,8 +8,11 @@ Math (reference §5, the pre-`e001e93` calling convention that produced the publ
   loss; then the Platt scale a and bias c are fitted on both sides with the labels; output a (s_pos - s_neg).
 
 Where it differs from the reference's loop: all layers x restarts are one batched L-BFGS problem (one GEMM over
-the pair data per evaluation serves every restart), each stopping on its own gradient/stagnation test instead of
-a fixed 1000 iterations, and the erased states are never materialised.  The stored `direction` [L, d] applies to
+the pair data per evaluation serves every restart), with an analytic gradient, a preconditioned parametrisation
+(`optim.spectral_preconditioner`, an exact change of variables) and Armijo backtracking instead of strong Wolfe.
+Each restart stops on the reference's own tolerance (an iteration that changes the objective by less than
+float32 eps, or max_iter = 1000), or on a plateau test (less than `wtol` over 10 iterations); layers whose
+restarts have all stopped cost nothing further.  The erased states are never materialised.  The stored `direction` [L, d] applies to
 h_pos - h_neg: score = direction . (h_pos - h_neg); `bias` is 0 (the Platt offset cancels in the difference).
 """
 
@@ -29,7 +32,14 @@ from quirky.probes._contrast import (
     platt_on_sides,
 )
 from quirky.probes.base import Probe
-from quirky.probes.optim import bmm_layers, kaiming_uniform, lbfgs, spectral_preconditioner
+from quirky.probes.optim import (
+    FLOAT32_EPS,
+    Preconditioner,
+    bmm_layers,
+    kaiming_uniform,
+    lbfgs,
+    spectral_preconditioner,
+)
 
 
 def ccs_loss(logits: Tensor) -> Tensor:
@@ -39,6 +49,69 @@ def ccs_loss(logits: Tensor) -> Tensor:
     consistency = (p_neg - (1 - p_pos)).pow(2).mean(dim=-2)
     confidence = torch.minimum(p_neg, p_pos).pow(2).mean(dim=-2)
     return consistency + confidence
+
+
+class _CcsObjective:
+    """The batched CCS objective (see `optim.Objective`) over problems (layer, restart), in the preconditioned
+    variables v = [S^-1 w ; b sqrt(1/4 + wd)], with an analytic gradient (autograd's backward of the batched
+    product is ~3x slower than one GEMM)."""
+
+    def __init__(
+        self,
+        flat: Tensor,
+        n: int,
+        restarts: int,
+        eraser: dict[str, Tensor],
+        pre: Preconditioner,
+        b_sq: float,
+        weight_decay: float,
+    ) -> None:
+        self.flat, self.n, self.r, self.eraser, self.pre = flat, n, restarts, eraser, pre
+        self.b_sq, self.wd = b_sq, weight_decay
+        self.num_layers, _, self.d = flat.shape
+        left, right = eraser["eraser_left"], eraser["eraser_right"]
+        self.left, self.right = left, right
+        # d c / d w for the constant c = center . right^T (left^T w) of `erased_weight`:  left (right center)
+        self.dc_dw = (left @ (right @ eraser["eraser_center"].unsqueeze(-1))).squeeze(-1)  # [L, d]
+
+    def _wb(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """v [L*R, m, d+1] or [L*R, d+1] -> w [L, R*m, d], b [L, R*m]"""
+        vv = v.reshape(self.num_layers, -1, self.d + 1)
+        return self.pre.to_weights(vv[..., : self.d]), vv[..., self.d] / self.b_sq
+
+    def logits(self, w: Tensor, b: Tensor, layers: Tensor | None = None) -> Tensor:
+        """[L, 2n, K] logits of K weight vectors per layer (w [L, K, d], b [L, K]) on every pair state."""
+        u, c = erased_weight(w, self.eraser)
+        return bmm_layers(self.flat, u.mT, layers) + (b + c)[:, None, :]
+
+    def values(self, v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
+        m = v.shape[1]
+        layers = need.reshape(self.num_layers, self.r).any(dim=1)
+        w, b = self._wb(v)  # [L, R*m, d]
+        p = torch.sigmoid(self.logits(w, b, layers)).reshape(self.num_layers, self.n, 2, -1)
+        p0, p1 = p[:, :, 0], p[:, :, 1]
+        gap = p0 + p1 - 1
+        low = torch.minimum(p0, p1)
+        loss = gap.pow(2).mean(dim=1) + low.pow(2).mean(dim=1)  # [L, R*m]
+        loss = loss + self.wd * ((w * w).sum(-1) + b * b) / 2
+        first = (p0 <= p1).to(p.dtype)
+        g0 = (2 * gap + 2 * low * first) * p0 * (1 - p0) / self.n
+        g1 = (2 * gap + 2 * low * (1 - first)) * p1 * (1 - p1) / self.n
+        g = torch.stack([g0, g1], dim=2).reshape(self.num_layers, 2 * self.n, self.r, m)  # d loss / d logits
+        aux = g.permute(0, 2, 3, 1).reshape(self.num_layers * self.r, m, 2 * self.n)
+        return loss.reshape(self.num_layers * self.r, m), aux
+
+    def gradient(self, v: Tensor, g: Tensor, need: Tensor) -> Tensor:
+        layers = need.reshape(self.num_layers, self.r).any(dim=1)
+        w, b = self._wb(v)  # [L, R, d]
+        g = g.reshape(self.num_layers, self.r, 2 * self.n)
+        gsum = g.sum(dim=-1)  # [L, R]
+        gu = bmm_layers(g, self.flat, layers)  # [L, R, d] = d loss / d u
+        # u = P^T w and c = center . right^T (left^T w): chain rule back to w
+        gw = gu - (gu @ self.right.mT) @ self.left.mT + gsum[..., None] * self.dc_dw[:, None, :] + self.wd * w
+        gb = gsum + self.wd * b
+        grad = torch.cat([self.pre.grad_to_variables(gw), (gb / self.b_sq)[..., None]], dim=-1)
+        return grad.reshape(self.num_layers * self.r, self.d + 1)
 
 
 class CcsProbe(Probe):
@@ -65,6 +138,7 @@ class CcsProbe(Probe):
         weight_decay: float = 0.01,
         max_iter: int = 1000,
         gtol: float = 1e-6,
+        ftol: float = FLOAT32_EPS,
         wtol: float = 1e-6,
         precond_rank: int = 64,
         seed: int = 0,
@@ -74,6 +148,7 @@ class CcsProbe(Probe):
             raise QuirkyError(f"ccs: restarts must be >= 1, got {restarts}")
         self.restarts, self.weight_decay = int(restarts), float(weight_decay)
         self.max_iter, self.gtol, self.wtol, self.seed = int(max_iter), float(gtol), float(wtol), int(seed)
+        self.ftol = float(ftol)
         self.precond_rank = int(precond_rank)
 
     def get_config(self) -> dict[str, Any]:
@@ -82,6 +157,7 @@ class CcsProbe(Probe):
             "weight_decay": self.weight_decay,
             "max_iter": self.max_iter,
             "gtol": self.gtol,
+            "ftol": self.ftol,
             "wtol": self.wtol,
             "precond_rank": self.precond_rank,
             "seed": self.seed,
@@ -109,44 +185,22 @@ class CcsProbe(Probe):
         )
         b_sq = (0.25 + self.weight_decay) ** 0.5
 
-        left, right = eraser["eraser_left"], eraser["eraser_right"]
-        # d c / d w for the constant c = center . right^T (left^T w) of `erased_weight`:  left (right center)
-        dc_dw = (left @ (right @ eraser["eraser_center"].unsqueeze(-1))).squeeze(-1)  # [L, d]
-
-        def logits_of(w: Tensor, b: Tensor, layers: Tensor | None = None) -> Tensor:
-            u, c = erased_weight(w, eraser)  # [L, R, d], [L, R]
-            s = bmm_layers(flat, u.mT, layers) + (b + c)[:, None, :]  # [L, 2n, R]
-            return s.reshape(num_layers, n, 2, r)
-
-        def fun(v_flat: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
-            layers = need.reshape(num_layers, r).any(dim=1)
-            # analytic gradient (autograd's backward of the batched product is ~3x slower than one GEMM)
-            v = v_flat.reshape(num_layers, r, d + 1)
-            w, b = pre.to_weights(v[..., :d]), v[..., d] / b_sq
-            p = torch.sigmoid(logits_of(w, b, layers))  # [L, n, 2, R]
-            p0, p1 = p[:, :, 0], p[:, :, 1]
-            gap = p0 + p1 - 1
-            low = torch.minimum(p0, p1)
-            loss = gap.pow(2).mean(dim=1) + low.pow(2).mean(dim=1)  # [L, R]
-            reg = self.weight_decay * ((w * w).sum(-1) + b * b) / 2
-            first = (p0 <= p1).to(p.dtype)
-            g0 = (2 * gap + 2 * low * first) * p0 * (1 - p0) / n
-            g1 = (2 * gap + 2 * low * (1 - first)) * p1 * (1 - p1) / n
-            g = torch.stack([g0, g1], dim=2).reshape(num_layers, 2 * n, r)  # d loss / d logits
-            gsum = g.sum(dim=1)  # [L, R]
-            gu = bmm_layers(g.mT, flat, layers)  # [L, R, d] = d loss / d u
-            # u = P^T w and c = center . right^T (left^T w): chain rule back to w
-            gw = gu - (gu @ right.mT) @ left.mT + gsum[..., None] * dc_dw[:, None, :]
-            gw = gw + self.weight_decay * w
-            gb = gsum + self.weight_decay * b
-            grad = torch.cat([pre.grad_to_variables(gw), (gb / b_sq)[..., None]], dim=-1)
-            return (loss + reg).reshape(-1), grad.reshape(num_layers * r, d + 1)
-
+        objective = _CcsObjective(flat, n, r, eraser, pre, b_sq, self.weight_decay)
         v0 = torch.cat([pre.to_variables(w0), (b0 * b_sq)[..., None]], dim=-1).reshape(num_layers * r, d + 1)
-        res = lbfgs(fun, v0, max_iter=self.max_iter, gtol=self.gtol, wtol=self.wtol)
+        res = lbfgs(
+            objective,
+            v0,
+            max_iter=self.max_iter,
+            gtol=self.gtol,
+            ftol=self.ftol,
+            wtol=self.wtol,
+            steps=(1.0, 0.3),
+        )
         v = res.x.reshape(num_layers, r, d + 1)
         w_all, b_all = pre.to_weights(v[..., :d]), v[..., d] / b_sq
-        raw_loss = ccs_loss(logits_of(w_all, b_all))  # [L, R], unregularised, as the reference selects on
+        raw_loss = ccs_loss(
+            objective.logits(w_all, b_all).reshape(num_layers, n, 2, r)
+        )  # unregularised [L, R]
         if not bool(torch.isfinite(raw_loss).any(dim=1).all()):
             raise QuirkyError(
                 "ccs: every restart diverged (non-finite loss) on some layer; check the activations"

@@ -20,7 +20,38 @@ import torch
 from torch import Tensor
 
 from quirky.probes.base import Probe, flatten_pairs, linear_score
-from quirky.probes.optim import bmm_layers, lbfgs, spectral_preconditioner
+from quirky.probes.optim import Preconditioner, bmm_layers, lbfgs, spectral_preconditioner
+
+
+class _Logistic:
+    """The batched objective (see `optim.Objective`) in the preconditioned variables v = [S^-1 w ; b / 2]."""
+
+    def __init__(self, x: Tensor, y: Tensor, mean: Tensor, pre: Preconditioner, l2: float) -> None:
+        self.x, self.mean, self.pre, self.l2 = x, mean, pre, l2
+        self.f = x.shape[-1]
+        self.y = y.to(x.dtype)
+
+    def _wb(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.pre.to_weights(v[..., : self.f]), v[..., self.f] / BIAS_SQ
+
+    def values(self, v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
+        w, b = self._wb(v)  # [L, m, f], [L, m]
+        s = (
+            bmm_layers(self.x, w.mT, need).mT
+            - (self.mean.unsqueeze(1) * w).sum(-1, keepdim=True)
+            + b[..., None]
+        )
+        loss = (torch.nn.functional.softplus(s) - self.y * s).mean(dim=-1) + self.l2 * (w * w).sum(-1)
+        return loss, (torch.sigmoid(s) - self.y) / s.shape[-1]  # aux: d loss / d s  [L, m, n]
+
+    def gradient(self, v: Tensor, r: Tensor, need: Tensor) -> Tensor:
+        w, _ = self._wb(v)
+        gw = bmm_layers(r.unsqueeze(1), self.x, need).squeeze(1) - self.mean * r.sum(-1, keepdim=True)
+        gw = gw + 2 * self.l2 * w
+        return torch.cat([self.pre.grad_to_variables(gw), (r.sum(-1) / BIAS_SQ)[:, None]], dim=1)
+
+
+BIAS_SQ = 0.5  # sqrt of the bias' Hessian diagonal (1/4) at w = 0
 
 
 def fit_logistic(
@@ -30,28 +61,14 @@ def fit_logistic(
 
     Returns (w [L, f], b [L], n_iter [L], converged [L]) with score = x.w + b in the input space.
     """
-    num_layers, n, f = x.shape
+    num_layers, _, f = x.shape
     mean = x.mean(dim=1)  # [L, f]
     var = x.var(dim=1, unbiased=False)
     pre = spectral_preconditioner(x, mean, var, curvature=0.25, ridge=2 * l2, rank=rank, seed=seed)
-    bias_sq = 0.5  # sqrt of the bias' Hessian diagonal (1/4) at w = 0
-    yb = y.to(x.dtype).expand(num_layers, n)
-
-    def fun(v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
-        w = pre.to_weights(v[:, :f])
-        b = v[:, f] / bias_sq
-        s = bmm_layers(x, w.unsqueeze(-1), need).squeeze(-1) - (mean * w).sum(-1, keepdim=True) + b[:, None]
-        loss = (torch.nn.functional.softplus(s) - yb * s).mean(dim=1) + l2 * (w * w).sum(-1)
-        r = (torch.sigmoid(s) - yb) / n  # [L, n]
-        gw = bmm_layers(r.unsqueeze(1), x, need).squeeze(1) - mean * r.sum(-1, keepdim=True) + 2 * l2 * w
-        gb = r.sum(-1)
-        return loss, torch.cat([pre.grad_to_variables(gw), (gb / bias_sq)[:, None]], dim=1)
-
     v0 = torch.zeros(num_layers, f + 1, device=x.device, dtype=x.dtype)
-    res = lbfgs(fun, v0, max_iter=max_iter, gtol=gtol)
+    res = lbfgs(_Logistic(x, y, mean, pre, l2), v0, max_iter=max_iter, gtol=gtol)
     w = pre.to_weights(res.x[:, :f])
-    b_centred = res.x[:, f] / bias_sq
-    b = b_centred - (mean * w).sum(-1)
+    b = res.x[:, f] / BIAS_SQ - (mean * w).sum(-1)  # fold the centring into the bias
     return w, b, res.n_iter, res.converged
 
 

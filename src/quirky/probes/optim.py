@@ -10,15 +10,27 @@ quantity carrying a leading batch dimension.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-# fun(x [B, p], need [B] bool) -> (f [B], grad [B, p]); rows where `need` is False may hold anything (skipping
-# them is how converged layers stop costing data passes)
-Objective = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
+
+
+class Objective(Protocol):
+    """B independent smooth objectives, evaluated in two halves so a line search costs one pass per trial.
+
+    `values(x, need)`: x [B, m, p] holds m candidate points per problem; returns (f [B, m], aux [B, m, ...]),
+    where aux is whatever `gradient` needs later (e.g. d loss / d logits).  `gradient(x, aux, need)`: x [B, p]
+    and aux [B, ...] of one accepted point per problem -> grad [B, p].  Rows where `need` is False may hold
+    anything; skipping them is how converged layers stop costing passes over the data.
+    """
+
+    def values(self, x: Tensor, need: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def gradient(self, x: Tensor, aux: Tensor, need: Tensor) -> Tensor: ...
 
 
 @dataclass
@@ -27,14 +39,20 @@ class LbfgsResult:
     f: Tensor  # [B] objective at x
     n_iter: Tensor  # [B] iterations each problem took
     converged: Tensor  # [B] bool: met a tolerance (False = hit max_iter)
+    n_evals: Tensor  # [B] objective evaluations each problem needed (line-search trials included)
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(dim=-1)
 
 
+def _take(t: Tensor, j: Tensor) -> Tensor:
+    """t [B, m, ...] -> t[b, j[b]] [B, ...]"""
+    return t[torch.arange(t.shape[0], device=t.device), j]
+
+
 def lbfgs(
-    fun: Objective,
+    obj: Objective,
     x0: Tensor,
     *,
     max_iter: int = 1000,
@@ -43,22 +61,29 @@ def lbfgs(
     ftol: float = 1e-10,
     window: int = 10,
     wtol: float = 0.0,
+    steps: tuple[float, ...] = (1.0,),
     max_ls: int = 30,
 ) -> LbfgsResult:
-    """Minimise B independent smooth objectives with L-BFGS.
+    """Minimise B independent smooth objectives with L-BFGS (two-loop recursion, Armijo backtracking).
 
-    `fun(x, need)` maps x [B, p] to (f [B], grad [B, p]) for the rows where `need` is True; problem b must
-    depend on row b only.  A problem stops when
-    max|grad| <= gtol, or when an accepted step changes f by <= ftol * max(1, |f|), or when f fell by less than
-    wtol * max(1, |f|) over the last `window` iterations (a plateau; off when wtol = 0), or when no step along
-    the search direction decreases f (numerical stagnation).  Stopped problems keep their x while the others go
-    on.
+    Each iteration first evaluates the step sizes `steps` (relative to the initial step) in one call, and takes
+    the largest that satisfies Armijo; problems where none does backtrack by quadratic interpolation.  With
+    `steps = (1.0, 0.25)` a batch of problems rarely needs a second pass over the data even when some of them
+    reject the full step.  The gradient is then computed once, at the accepted points.
+
+    A problem stops when max|grad| <= gtol, or when an accepted step changes f by <= ftol * max(1, |f|), or when
+    f fell by less than wtol * max(1, |f|) over the last `window` iterations (a plateau; off when wtol = 0), or
+    when no step along the search direction decreases f (numerical stagnation).  Stopped problems keep their x
+    while the others go on.
     """
     x = x0.clone()
     bsz, p = x.shape
-    f, g = fun(x, torch.ones(bsz, dtype=torch.bool, device=x.device))
-    f, g = f.detach(), g.detach()
+    everyone = torch.ones(bsz, dtype=torch.bool, device=x.device)
+    f, aux = obj.values(x[:, None], everyone)
+    f, aux = f[:, 0], aux[:, 0]
+    g = obj.gradient(x, aux, everyone)
     dev, dt = x.device, x.dtype
+    rel_steps = torch.tensor(steps, device=dev, dtype=dt)
     s_hist = torch.zeros(history, bsz, p, device=dev, dtype=dt)
     y_hist = torch.zeros_like(s_hist)
     rho = torch.zeros(history, bsz, device=dev, dtype=dt)
@@ -66,6 +91,7 @@ def lbfgs(
     active = g.abs().amax(dim=-1) > gtol
     converged = ~active
     n_iter = torch.zeros(bsz, dtype=torch.long, device=dev)
+    n_evals = torch.ones(bsz, dtype=torch.long, device=dev)
     f_window = f.clone().unsqueeze(0).repeat(max(1, window), 1)  # f of the last `window` iterations
     slot = 0
     for it in range(max_iter):
@@ -92,31 +118,41 @@ def lbfgs(
             rho[:, bad] = 0.0
             gamma = torch.where(bad, torch.ones_like(gamma), gamma)
         if it == 0:
-            t = torch.clamp(1.0 / g.abs().sum(dim=-1).clamp_min(1e-30), max=1.0)
+            t0 = torch.clamp(1.0 / g.abs().sum(dim=-1).clamp_min(1e-30), max=1.0)
         else:
-            t = torch.ones(bsz, device=dev, dtype=dt)
-        t = torch.where(active, t, torch.zeros_like(t))
-        pending = active.clone()
-        x_new, f_new, g_new = x, f, g
+            t0 = torch.ones(bsz, device=dev, dtype=dt)
+        ts = t0[:, None] * rel_steps[None, :]  # [B, m]
+        f_try, aux_try = obj.values(x[:, None, :] + ts[..., None] * d[:, None, :], active)
+        n_evals = n_evals + active.long()
+        ok = torch.isfinite(f_try) & (f_try <= f[:, None] + 1e-4 * ts * gd[:, None])
+        first_ok = torch.where(ok.any(dim=1), ok.long().argmax(dim=1), torch.zeros_like(n_iter))
+        accepted = active & ok.any(dim=1)
+        t_acc = _take(ts, first_ok)
+        f_new = torch.where(accepted, _take(f_try, first_ok), f)
+        aux_new = torch.where(accepted.reshape(-1, *([1] * (aux.ndim - 1))), _take(aux_try, first_ok), aux)
+        pending = active & ~accepted
+        t = ts[:, -1]
+        f_last = f_try[:, -1]
         for _ in range(max_ls):
-            x_try = x + t[:, None] * d
-            f_try, g_try = fun(x_try, pending)
-            f_try, g_try = f_try.detach(), g_try.detach()
-            ok = torch.isfinite(f_try) & (f_try <= f + 1e-4 * t * gd)
-            take = pending & ok
-            x_new = torch.where(take[:, None], x_try, x_new)
-            f_new = torch.where(take, f_try, f_new)
-            g_new = torch.where(take[:, None], g_try, g_new)
-            pending = pending & ~ok
             if not bool(pending.any()):
                 break
-            # minimiser of the quadratic through f, the slope gd and f_try, kept within [0.1 t, 0.5 t]
-            curv = f_try - f - gd * t
+            # minimiser of the quadratic through f, the slope gd and the last rejected trial, in [0.1 t, 0.5 t]
+            curv = f_last - f - gd * t
             t_quad = -gd * t * t / (2 * curv.clamp_min(1e-30))
-            t_quad = torch.where(torch.isfinite(f_try) & (curv > 0), t_quad, 0.1 * t)
+            t_quad = torch.where(torch.isfinite(f_last) & (curv > 0), t_quad, 0.1 * t)
             t = torch.where(pending, torch.minimum(torch.maximum(t_quad, 0.1 * t), 0.5 * t), t)
+            f_one, aux_one = obj.values((x + t[:, None] * d)[:, None, :], pending)
+            n_evals = n_evals + pending.long()
+            f_last = f_one[:, 0]
+            ok1 = pending & torch.isfinite(f_last) & (f_last <= f + 1e-4 * t * gd)
+            t_acc = torch.where(ok1, t, t_acc)
+            f_new = torch.where(ok1, f_last, f_new)
+            aux_new = torch.where(ok1.reshape(-1, *([1] * (aux.ndim - 1))), aux_one[:, 0], aux_new)
+            pending = pending & ~ok1
         stalled = pending  # line search failed: no decrease found along d
         moved = active & ~stalled
+        x_new = torch.where(moved[:, None], x + t_acc[:, None] * d, x)
+        g_new = torch.where(moved[:, None], obj.gradient(x_new, aux_new, moved), g)
         s = x_new - x
         y = g_new - g
         sy = _dot(s, y)
@@ -127,13 +163,14 @@ def lbfgs(
         gamma = torch.where(good, sy / _dot(y, y).clamp_min(1e-30), gamma)
         slot = (slot + 1) % history
         df = (f - f_new).abs()
-        x = torch.where(moved[:, None], x_new, x)
         f_prev = f
+        x = x_new
         f = torch.where(moved, f_new, f)
-        g = torch.where(moved[:, None], g_new, g)
+        g = g_new
+        aux = aux_new
         n_iter = n_iter + active.long()
-        done_g = g.abs().amax(dim=-1) <= gtol
         scale = torch.maximum(f.abs(), torch.ones_like(f))
+        done_g = g.abs().amax(dim=-1) <= gtol
         done_f = moved & (df <= ftol * torch.maximum(f_prev.abs(), torch.ones_like(f_prev)))
         if wtol > 0:
             oldest = f_window[it % f_window.shape[0]]
@@ -142,7 +179,7 @@ def lbfgs(
         newly = active & (done_g | done_f | stalled)
         converged = converged | newly
         active = active & ~newly
-    return LbfgsResult(x=x, f=f, n_iter=n_iter, converged=converged)
+    return LbfgsResult(x=x, f=f, n_iter=n_iter, converged=converged, n_evals=n_evals)
 
 
 def fit_platt(
