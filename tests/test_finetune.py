@@ -361,16 +361,25 @@ def test_cli_trains_and_evaluates(
         "--steps",
         "2",
         "--lr",
-        "1e-3",
+        "1e-2",
         "--lora-rank",
         "4",
         "--max-eval-examples",
         "20",
+        "--merge",
     ]
     with pytest.raises(SystemExit) as e:
         main(args)
     assert e.value.code == 0
     assert (out / "adapter_model.safetensors").is_file()
+    # --merge writes a plain model whose logits equal base + adapter.
+    from quirky.models import load_model
+
+    merged, tok = load_model(out / "merged", device="cpu")
+    adapted, _ = load_model(tiny["llama"], adapter=out, device="cpu")
+    ids = tok("5 + 1 = 6 . Bob :", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, adapted(input_ids=ids).logits, atol=1e-5)
     config = json.loads((out / "training_config.json").read_text())["config"]
     assert config["steps"] == 2 and config["lora_rank"] == 4 and config["setup"] == "grader-last"
     with pytest.raises(SystemExit) as e:

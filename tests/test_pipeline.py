@@ -11,8 +11,14 @@ from quirky.errors import QuirkyError
 from quirky.pipeline.config import config_from_dict, load_config
 from quirky.pipeline.run import run_pipeline
 
-PROMPTS = [f"{a} + {b} = {a + b + d}. {c}:{t}" for a in range(40) for b in (3, 17) for d in (0, 1)
-           for c in ("Alice", "Bob") for t in (" True", " False")]
+PROMPTS = [
+    f"{a} + {b} = {a + b + d}. {c}:{t}"
+    for a in range(40)
+    for b in (3, 17)
+    for d in (0, 1)
+    for c in ("Alice", "Bob")
+    for t in (" True", " False")
+]
 
 
 def save_tiny(path: Path, arch: str) -> Path:
@@ -31,10 +37,16 @@ def tiny_config(tmp: Path, models: list[str], datasets: list[str], executor: str
     return {
         "out": str(tmp / "run"),
         "models": models,
-        "datasets": {"names": datasets, "n_train": 200, "n_val": 120, "n_test": 120,
-                     "options": {"addition": {"max_digits": 2}}},
-        "finetune": {"settings": {"steps": 2, "batch_size": 8, "grad_accum": 1, "lr": 1e-3,
-                                  "max_eval_examples": 40}},
+        "datasets": {
+            "names": datasets,
+            "n_train": 200,
+            "n_val": 120,
+            "n_test": 120,
+            "options": {"addition": {"max_digits": 2}},
+        },
+        "finetune": {
+            "settings": {"steps": 2, "batch_size": 8, "grad_accum": 1, "lr": 1e-3, "max_eval_examples": 40}
+        },
         "extract": {"max_train_examples": 120, "max_test_examples": 120, "batch_size": 16},
         "probe": {"methods": ["lr", "mean-diff", "lda", "ccs"], "bootstrap": 20},
         "anomaly": {"enabled": True, "detectors": ["gaussian", "mahalanobis"]},
@@ -53,7 +65,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(QuirkyError, match="lora_rnak"):
         config_from_dict({"finetune": {"lora_rnak": 8}})
-    with pytest.raises(QuirkyError, match="extract.batch_size must be int"):
+    with pytest.raises(QuirkyError, match=r"extract\.batch_size must be int"):
         config_from_dict({"extract": {"batch_size": "big"}})
     with pytest.raises(QuirkyError, match="executor"):
         config_from_dict({"executor": {"kind": "kubernetes"}})
@@ -75,8 +87,11 @@ def test_run_is_complete_and_cached(tiny_models: dict[str, Path], tmp_path: Path
     assert set(job["timings_s"]) >= {"finetune", "extract", "probe", "anomaly", "intervene"}
     stores = sorted(p.parent.name for p in (run / "activations").rglob("store.json"))
     assert stores == ["test", "validation"]
-    mtimes = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and "report" not in p.parts
-              and p.name != "run.json"}
+    mtimes = {
+        p: p.stat().st_mtime_ns
+        for p in run.rglob("*")
+        if p.is_file() and "report" not in p.parts and p.name != "run.json"
+    }
     second = run_pipeline(cfg, log=lambda _m: None)
     assert second["results"][0]["probe_summary"] == job["probe_summary"]
     changed = [str(p) for p, t in mtimes.items() if p.stat().st_mtime_ns != t]

@@ -107,3 +107,17 @@ def test_unknown_method_and_bad_file(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(QuirkyError):
         load_probe(tmp_path / "junk.safetensors")
+
+
+@pytest.mark.parametrize("copy_limit", [0, 1 << 30])
+def test_bmm_layers_computes_only_needed_layers(copy_limit):
+    from quirky.probes.optim import bmm_layers
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 7, 3, generator=g), torch.randn(5, 3, 2, generator=g)
+    need = torch.tensor([True, False, True, False, False])
+    out = bmm_layers(a, b, need, copy_limit=copy_limit)
+    full = torch.bmm(a, b)
+    torch.testing.assert_close(out[need], full[need])
+    assert torch.all(out[~need] == 0)
+    torch.testing.assert_close(bmm_layers(a, b, torch.ones(5, dtype=torch.bool)), full)

@@ -6,6 +6,7 @@ Kept apart from the runner so that the report stage (and tests) can recompute th
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -242,12 +243,34 @@ def build_summary(
                 "q025": _num(r.auroc_lo),
                 "q975": _num(r.auroc_hi),
             }
-    notes = sorted({n for n in results["note"].unique() if n})
     return {
         "eil": eil_out,
         "pgr": pgr_out,
         "lm": lm_out,
         "random": random_out,
         "experiments": {m: [str(e) for e in exps] for m, exps in grid.items()},
-        "notes": notes,
+        "notes": compact_notes([n for n in results["note"].unique() if n]),
     }
+
+
+_SINGLE = re.compile(r"^(\w+) has a single class on (\w+)/(\w+)$")
+
+
+def compact_notes(notes: list[str]) -> list[str]:
+    """Merge the many "<label> has a single class on <test>/<filter>" notes into one line per filter."""
+    groups: dict[str, tuple[set[str], set[str]]] = {}
+    out = []
+    for note in sorted(set(notes)):
+        m = _SINGLE.match(note)
+        if m:
+            cols, tests = groups.setdefault(m.group(3), (set(), set()))
+            cols.add(m.group(1))
+            tests.add(m.group(2))
+        else:
+            out.append(note)
+    for filt, (cols, tests) in sorted(groups.items()):
+        out.append(
+            f"single-class labels ({', '.join(sorted(cols))}) on the {filt!r} examples of "
+            f"{', '.join(sorted(tests))}: AUROC undefined there (NaN)"
+        )
+    return out

@@ -139,6 +139,20 @@ class FinetuneConfig:
 #: explicit command-line options override the preset.
 PRESETS: dict[str, dict[str, Any]] = {
     "reference": {},
+    # SmolLM2-135M on 2-digit addition (grader-last) on 2 CPU cores: full finetuning, measured in docs/FINETUNING.md.
+    "cpu-smollm2": {
+        "setup": "grader-last",
+        "lora_rank": 0,
+        "lr": 3e-5,
+        "warmup_ratio": 0.05,
+        "weight_decay": 0.0,
+        "batch_size": 16,
+        "grad_accum": 1,
+        "steps": 300,
+        "max_eval_examples": 400,
+        "eval_every": 50,
+        "save_every": 100,
+    },
 }
 
 

@@ -53,6 +53,8 @@ class ProbeConfig:
     methods: list[str] | None = None  # None = every method
     experiments: list[str] | None = None  # None = the reference grid
     bootstrap: int = 200
+    # Per-method constructor options, e.g. {ccs = {restarts = 10, max_iter = 1000}, lda = {shrinkage = 0.1}}.
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -220,6 +220,7 @@ def _probe(cfg: RunConfig, paths: JobPaths, log: Log) -> dict[str, Any]:
         experiments=tuple(p.experiments) if p.experiments else None,
         train_split=cfg.extract.train_split,
         test_split=cfg.extract.test_split,
+        probe_options={k: dict(v) for k, v in p.options.items()},
         device=cfg.device,
         model_name=model_key(paths.model),
         dataset_name=paths.dataset,

@@ -51,9 +51,11 @@ def check_features(x: Tensor, *, pair: bool, name: str, what: str = "features") 
         raise QuirkyError(f"{name}: {what} have no layers or no features (shape {tuple(x.shape)})")
     if not x.is_floating_point():
         raise QuirkyError(f"{name}: {what} must be floating point, got {x.dtype}")
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        layers = sorted({int(i) for i in bad.reshape(x.shape[0], -1).any(dim=1).nonzero().flatten()})
+    # one reduction per layer (no full-size mask); a non-finite sum flags the layers to inspect in detail
+    sums = x.reshape(x.shape[0], -1).sum(dim=1, dtype=torch.float64)
+    suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
+    layers = [i for i in suspects if not bool(torch.isfinite(x[i]).all())]
+    if layers:
         raise QuirkyError(
             f"{name}: {what} contain NaN or inf values (layers {layers[:8]}{'...' if len(layers) > 8 else ''}); "
             "re-extract the activations or drop those layers"

@@ -140,7 +140,7 @@ class CcsProbe(Probe):
         gtol: float = 1e-6,
         ftol: float = FLOAT32_EPS,
         wtol: float = 1e-6,
-        precond_rank: int = 64,
+        precond_rank: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -173,11 +173,13 @@ class CcsProbe(Probe):
         b0 = kaiming_uniform((num_layers, r), d, gen)
         w0, b0 = w0.to(device=x.device, dtype=x.dtype), b0.to(device=x.device, dtype=x.dtype)
         # exact change of variables (see optim.Preconditioner): residual-stream features differ in scale by orders
-        # of magnitude and are low-rank plus noise, which makes plain L-BFGS crawl for hundreds of iterations
+        # of magnitude.  Jacobi scaling halves CCS's iterations; the low-rank spectral part (precond_rank > 0),
+        # which helps logistic regression a lot, did not pay for itself on CCS's non-convex plateaus.
+        var, mean = torch.var_mean(flat, dim=1, unbiased=False)
         pre = spectral_preconditioner(
             flat,
-            flat.mean(dim=1),
-            flat.var(dim=1, unbiased=False),
+            mean,
+            var,
             curvature=0.25,
             ridge=self.weight_decay,
             rank=self.precond_rank,
@@ -195,6 +197,9 @@ class CcsProbe(Probe):
             ftol=self.ftol,
             wtol=self.wtol,
             steps=(1.0, 0.3),
+            # curvature pairs: torch's 100 when the data are large; with few examples the two-loop recursion
+            # over 10 restarts x layers would cost more than the passes over the data that it saves
+            history=int(min(100, max(10, n // r))),
         )
         v = res.x.reshape(num_layers, r, d + 1)
         w_all, b_all = pre.to_weights(v[..., :d]), v[..., d] / b_sq

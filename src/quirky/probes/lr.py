@@ -62,8 +62,7 @@ def fit_logistic(
     Returns (w [L, f], b [L], n_iter [L], converged [L]) with score = x.w + b in the input space.
     """
     num_layers, _, f = x.shape
-    mean = x.mean(dim=1)  # [L, f]
-    var = x.var(dim=1, unbiased=False)
+    var, mean = torch.var_mean(x, dim=1, unbiased=False)  # [L, f]
     pre = spectral_preconditioner(x, mean, var, curvature=0.25, ridge=2 * l2, rank=rank, seed=seed)
     v0 = torch.zeros(num_layers, f + 1, device=x.device, dtype=x.dtype)
     res = lbfgs(_Logistic(x, y, mean, pre, l2), v0, max_iter=max_iter, gtol=gtol)

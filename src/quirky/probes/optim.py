@@ -3,8 +3,10 @@
 Why: the reference fits one probe per layer in a Python loop, each with its own `torch.optim.LBFGS`.  Every
 iteration of such a fit is a matrix-vector product over an [n, d] slice, which is memory-bound; stacking the
 layers (and CCS restarts) turns those into one batched product per iteration and lets each problem stop on its
-own convergence test.  The optimiser here is plain L-BFGS (two-loop recursion, Armijo backtracking) with every
-quantity carrying a leading batch dimension.
+own convergence test.  The optimiser is L-BFGS (two-loop recursion, torch's default of 100 curvature pairs when
+memory allows) with every quantity carrying a leading batch dimension.  Its line search is Armijo backtracking
+whose trial evaluations are forward passes only (several candidate step sizes in one pass), with the gradient
+computed once at the accepted point: about two passes over the data per iteration.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def lbfgs(
     x0: Tensor,
     *,
     max_iter: int = 1000,
-    history: int = 10,
+    history: int | None = None,
+    history_bytes: int = 1 << 29,
     gtol: float = 1e-6,
     ftol: float = 1e-10,
     window: int = 10,
@@ -75,9 +78,14 @@ def lbfgs(
     f fell by less than wtol * max(1, |f|) over the last `window` iterations (a plateau; off when wtol = 0), or
     when no step along the search direction decreases f (numerical stagnation).  Stopped problems keep their x
     while the others go on.
+
+    `history` (curvature pairs kept) defaults to torch.optim.LBFGS's 100; it is reduced so the pairs fit in
+    `history_bytes` (but not below 10): on CCS, 100 pairs halve the iterations that 10 need.
     """
     x = x0.clone()
     bsz, p = x.shape
+    fits = history_bytes // max(1, 2 * bsz * p * x.element_size())
+    history = int(max(1, min(100 if history is None else history, max(10, fits))))
     everyone = torch.ones(bsz, dtype=torch.bool, device=x.device)
     f, aux = obj.values(x[:, None], everyone)
     f, aux = f[:, 0], aux[:, 0]
@@ -100,7 +108,7 @@ def lbfgs(
         # two-loop recursion; empty history slots have rho = 0 and contribute nothing
         q = -g
         alphas = []
-        for k in range(history):
+        for k in range(min(it, history)):  # only filled slots: the empty ones would contribute exactly 0
             j = (slot - 1 - k) % history
             a = rho[j] * _dot(s_hist[j], q)
             q = q - a[:, None] * y_hist[j]
@@ -125,7 +133,9 @@ def lbfgs(
         f_try, aux_try = obj.values(x[:, None, :] + ts[..., None] * d[:, None, :], active)
         n_evals = n_evals + active.long()
         ok = torch.isfinite(f_try) & (f_try <= f[:, None] + 1e-4 * ts * gd[:, None])
-        first_ok = torch.where(ok.any(dim=1), ok.long().argmax(dim=1), torch.zeros_like(n_iter))
+        # among the candidates that satisfy Armijo, the one with the lowest objective (a step longer than 1
+        # among `steps` is how the search extrapolates when the quasi-Newton step is too short)
+        first_ok = torch.where(ok, f_try, torch.full_like(f_try, math.inf)).argmin(dim=1)
         accepted = active & ok.any(dim=1)
         t_acc = _take(ts, first_ok)
         f_new = torch.where(accepted, _take(f_try, first_ok), f)
@@ -242,13 +252,27 @@ def fit_platt(
     return scale.to(s.dtype), bias.to(s.dtype)
 
 
-def bmm_layers(a: Tensor, b: Tensor, layers: Tensor | None) -> Tensor:
-    """torch.bmm(a, b) for the layers in the bool mask `layers` only (others zero); one batched product when all
-    are needed, else per-layer products on views (no copy of the big operand)."""
-    if layers is None or bool(layers.all()):
+def bmm_layers(a: Tensor, b: Tensor, layers: Tensor | None, copy_limit: int = 1 << 20) -> Tensor:
+    """torch.bmm(a, b) for the layers in the bool mask `layers` only (others zero).
+
+    Why: layers converge at different speeds; once one has, its passes over the data should stop.  The needed
+    layers are gathered when that copy is small, else multiplied one by one on views (no copy of a big operand;
+    these products are memory-bound, so a loop of them costs what the batched product would).
+    """
+    num_layers = a.shape[0]
+    if layers is None:
         return torch.bmm(a, b)
-    out = a.new_zeros(a.shape[0], a.shape[1], b.shape[2])
-    for layer in torch.nonzero(layers).flatten().tolist():
+    k = int(layers.sum())
+    if k == num_layers:
+        return torch.bmm(a, b)
+    out = a.new_zeros(num_layers, a.shape[1], b.shape[2])
+    if k == 0:
+        return out
+    idx = torch.nonzero(layers).flatten()
+    if k * (a[0].numel() + b[0].numel()) * a.element_size() <= copy_limit:
+        out[idx] = torch.bmm(a[idx], b[idx])
+        return out
+    for layer in idx.tolist():
         out[layer] = a[layer] @ b[layer]
     return out
 
@@ -277,6 +301,8 @@ class Preconditioner:
     rest_inv_sqrt: Tensor  # [L]
 
     def _m(self, v: Tensor) -> Tensor:  # M^{-1/2} v for v [L, m, f]
+        if self.basis.shape[-1] == 0:
+            return v * self.rest_inv_sqrt[:, None, None]
         a = v @ self.basis  # [L, m, k]
         return (v - a @ self.basis.mT) * self.rest_inv_sqrt[:, None, None] + (
             a * self.mu_inv_sqrt[:, None, :]
@@ -293,6 +319,9 @@ class Preconditioner:
         """v = S^-1 w (used for initial points)."""
         squeeze = w.ndim == 2
         ww = (w.unsqueeze(1) if squeeze else w) / self.inv_sq[:, None, :]
+        if self.basis.shape[-1] == 0:
+            v = ww / self.rest_inv_sqrt[:, None, None]
+            return v.squeeze(1) if squeeze else v
         a = ww @ self.basis
         v = (ww - a @ self.basis.mT) / self.rest_inv_sqrt[:, None, None] + (
             a / self.mu_inv_sqrt[:, None, :]
