@@ -211,6 +211,12 @@ def test_schedule_is_a_pure_function_of_the_step() -> None:
         chunk = a[epoch * 10 : (epoch + 1) * 10]
         assert sorted(chunk.tolist()) == list(range(10))
     assert (schedule.batch_indices(3, 7, 10, seed=1) == a[21:28]).all()
+    labels = np.array([0, 1] * 6 + [1, 1])
+    strat = schedule.batch_indices(2, 4, 14, seed=5, labels=labels)
+    assert labels[strat].tolist().count(1) == 2  # a stratified batch is exactly balanced
+    order = schedule.epoch_order(14, 5, 0, labels)
+    assert sorted(order.tolist()) == list(range(14))
+    assert all(labels[order[i]] != labels[order[i + 1]] for i in range(0, 12, 2))
     assert schedule.eval_steps(20, 0) == [1, 2, 4, 8, 16, 20]
     assert schedule.eval_steps(10, 4) == [1, 2, 4, 8, 10]
     assert schedule.lr_multiplier(0, 10, 2, "linear") == 0.0

@@ -62,6 +62,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.15
     schedule: Schedule = "linear"
     batch_size: int = 16
+    stratify: bool = False  # every batch exactly half positive (see `schedule.epoch_order`)
     grad_accum: int = 2
     epochs: float = 15.0
     steps: int | None = None

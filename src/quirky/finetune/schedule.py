@@ -37,7 +37,31 @@ def lr_multiplier(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, 1.0 - progress)
 
 
-def batch_indices(step: int, global_batch: int, n_examples: int, seed: int) -> np.ndarray:
+def epoch_order(n_examples: int, seed: int, epoch: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """The example order of one epoch: a permutation seeded by (seed, epoch).
+
+    With `labels` (stratified batches), the two classes are permuted separately and interleaved, so every
+    contiguous pair holds one example of each class and every even-sized batch is exactly balanced: the shared
+    output bias then gets no per-batch push from a chance majority, which otherwise swings the model between
+    answering all-True and all-False early in training.  Leftovers of the larger class go last.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    if labels is None:
+        return rng.permutation(n_examples)
+    pos = np.flatnonzero(labels == 1)
+    neg = np.flatnonzero(labels != 1)
+    pos, neg = pos[rng.permutation(len(pos))], neg[rng.permutation(len(neg))]
+    k = min(len(pos), len(neg))
+    first, second = (pos, neg) if rng.random() < 0.5 else (neg, pos)
+    paired = np.empty(2 * k, dtype=np.int64)
+    paired[0::2], paired[1::2] = first[:k], second[:k]
+    rest = np.concatenate([pos[k:], neg[k:]])
+    return np.concatenate([paired, rest[rng.permutation(len(rest))]])
+
+
+def batch_indices(
+    step: int, global_batch: int, n_examples: int, seed: int, labels: np.ndarray | None = None
+) -> np.ndarray:
     """The example indices of optimizer step `step`: positions [step*B, (step+1)*B) of the endless stream."""
     start = step * global_batch
     out: list[np.ndarray] = []
@@ -45,7 +69,7 @@ def batch_indices(step: int, global_batch: int, n_examples: int, seed: int) -> n
     end = start + global_batch
     while position < end:
         epoch, offset = divmod(position, n_examples)
-        perm = np.random.default_rng([seed, epoch]).permutation(n_examples)
+        perm = epoch_order(n_examples, seed, epoch, labels)
         take = min(end - position, n_examples - offset)
         out.append(perm[offset : offset + take])
         position += take

@@ -398,7 +398,9 @@ def finetune(
         while step < total:
             if stop_after is not None and step >= stop_after:
                 break
-            indices = schedule.batch_indices(step, global_batch, len(train_set), config.seed)
+            indices = schedule.batch_indices(
+                step, global_batch, len(train_set), config.seed, train_set.label if config.stratify else None
+            )
             micro = schedule.rank_micro_batches(
                 indices, config.batch_size, config.grad_accum, accelerator.process_index
             )

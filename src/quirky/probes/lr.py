@@ -22,6 +22,8 @@ from torch import Tensor
 from quirky.probes.base import Probe, flatten_pairs, linear_score
 from quirky.probes.optim import Preconditioner, bmm_layers, lbfgs, spectral_preconditioner
 
+BIAS_SQ = 0.5  # sqrt of the bias' Hessian diagonal (1/4) at w = 0
+
 
 class _Logistic:
     """The batched objective (see `optim.Objective`) in the preconditioned variables v = [S^-1 w ; b / 2]."""
@@ -49,9 +51,6 @@ class _Logistic:
         gw = bmm_layers(r.unsqueeze(1), self.x, need).squeeze(1) - self.mean * r.sum(-1, keepdim=True)
         gw = gw + 2 * self.l2 * w
         return torch.cat([self.pre.grad_to_variables(gw), (r.sum(-1) / BIAS_SQ)[:, None]], dim=1)
-
-
-BIAS_SQ = 0.5  # sqrt of the bias' Hessian diagonal (1/4) at w = 0
 
 
 def fit_logistic(

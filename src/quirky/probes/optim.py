@@ -83,14 +83,47 @@ def lbfgs(
     `history_bytes` (but not below 10): on CCS, 100 pairs halve the iterations that 10 need.
     """
     x = x0.clone()
-    bsz, p = x.shape
-    fits = history_bytes // max(1, 2 * bsz * p * x.element_size())
-    history = int(max(1, min(100 if history is None else history, max(10, fits))))
-    everyone = torch.ones(bsz, dtype=torch.bool, device=x.device)
-    f, aux = obj.values(x[:, None], everyone)
-    f, aux = f[:, 0], aux[:, 0]
-    g = obj.gradient(x, aux, everyone)
+    full_b, p = x.shape
     dev, dt = x.device, x.dtype
+    fits = history_bytes // max(1, 2 * full_b * p * x.element_size())
+    history = int(max(1, min(100 if history is None else history, max(10, fits))))
+    # Active-set compaction: once at most half of the problems still run, the optimiser's own state shrinks to
+    # them (`ids` maps compact rows to problems); the objective always sees the full batch, with `need` marking
+    # the rows that matter and the stopped problems' final x elsewhere.
+    ids = torch.arange(full_b, device=dev)
+    x_full = x.clone()
+    f_full = torch.zeros(full_b, device=dev, dtype=dt)
+    n_iter_full = torch.zeros(full_b, dtype=torch.long, device=dev)
+    n_evals_full = torch.ones(full_b, dtype=torch.long, device=dev)
+    converged_full = torch.zeros(full_b, dtype=torch.bool, device=dev)
+
+    def values(xc: Tensor, needc: Tensor) -> tuple[Tensor, Tensor]:
+        if len(ids) == full_b:
+            return obj.values(xc, needc)
+        m = xc.shape[1]
+        xf = x_full[:, None, :].expand(full_b, m, p).clone()
+        xf[ids] = xc
+        nf = torch.zeros(full_b, dtype=torch.bool, device=dev)
+        nf[ids] = needc
+        f_all, aux_all = obj.values(xf, nf)
+        return f_all[ids], aux_all[ids]
+
+    def gradient(xc: Tensor, auxc: Tensor, needc: Tensor) -> Tensor:
+        if len(ids) == full_b:
+            return obj.gradient(xc, auxc, needc)
+        xf = x_full.clone()
+        xf[ids] = xc
+        af = auxc.new_zeros((full_b, *auxc.shape[1:]))
+        af[ids] = auxc
+        nf = torch.zeros(full_b, dtype=torch.bool, device=dev)
+        nf[ids] = needc
+        return obj.gradient(xf, af, nf)[ids]
+
+    bsz = full_b
+    everyone = torch.ones(bsz, dtype=torch.bool, device=dev)
+    f, aux = values(x[:, None], everyone)
+    f, aux = f[:, 0], aux[:, 0]
+    g = gradient(x, aux, everyone)
     rel_steps = torch.tensor(steps, device=dev, dtype=dt)
     s_hist = torch.zeros(history, bsz, p, device=dev, dtype=dt)
     y_hist = torch.zeros_like(s_hist)
@@ -103,12 +136,24 @@ def lbfgs(
     f_window = f.clone().unsqueeze(0).repeat(max(1, window), 1)  # f of the last `window` iterations
     slot = 0
     for it in range(max_iter):
-        if not bool(active.any()):
+        n_active = int(active.sum())
+        if n_active == 0:
             break
+        if 2 * n_active <= len(ids) and len(ids) >= 8:
+            x_full[ids], f_full[ids], n_iter_full[ids] = x, f, n_iter
+            n_evals_full[ids], converged_full[ids] = n_evals, converged
+            keep = torch.nonzero(active).flatten()
+            ids = ids[keep]
+            x, f, g, aux = x[keep], f[keep], g[keep], aux[keep]
+            s_hist, y_hist, rho = s_hist[:, keep], y_hist[:, keep], rho[:, keep]
+            gamma, f_window = gamma[keep], f_window[:, keep]
+            active, converged = active[keep], converged[keep]
+            n_iter, n_evals = n_iter[keep], n_evals[keep]
+            bsz = len(ids)
         # two-loop recursion; empty history slots have rho = 0 and contribute nothing
         q = -g
         alphas = []
-        for k in range(min(it, history)):  # only filled slots: the empty ones would contribute exactly 0
+        for k in range(history):
             j = (slot - 1 - k) % history
             a = rho[j] * _dot(s_hist[j], q)
             q = q - a[:, None] * y_hist[j]
@@ -130,7 +175,7 @@ def lbfgs(
         else:
             t0 = torch.ones(bsz, device=dev, dtype=dt)
         ts = t0[:, None] * rel_steps[None, :]  # [B, m]
-        f_try, aux_try = obj.values(x[:, None, :] + ts[..., None] * d[:, None, :], active)
+        f_try, aux_try = values(x[:, None, :] + ts[..., None] * d[:, None, :], active)
         n_evals = n_evals + active.long()
         ok = torch.isfinite(f_try) & (f_try <= f[:, None] + 1e-4 * ts * gd[:, None])
         # among the candidates that satisfy Armijo, the one with the lowest objective (a step longer than 1
@@ -151,7 +196,7 @@ def lbfgs(
             t_quad = -gd * t * t / (2 * curv.clamp_min(1e-30))
             t_quad = torch.where(torch.isfinite(f_last) & (curv > 0), t_quad, 0.1 * t)
             t = torch.where(pending, torch.minimum(torch.maximum(t_quad, 0.1 * t), 0.5 * t), t)
-            f_one, aux_one = obj.values((x + t[:, None] * d)[:, None, :], pending)
+            f_one, aux_one = values((x + t[:, None] * d)[:, None, :], pending)
             n_evals = n_evals + pending.long()
             f_last = f_one[:, 0]
             ok1 = pending & torch.isfinite(f_last) & (f_last <= f + 1e-4 * t * gd)
@@ -162,7 +207,7 @@ def lbfgs(
         stalled = pending  # line search failed: no decrease found along d
         moved = active & ~stalled
         x_new = torch.where(moved[:, None], x + t_acc[:, None] * d, x)
-        g_new = torch.where(moved[:, None], obj.gradient(x_new, aux_new, moved), g)
+        g_new = torch.where(moved[:, None], gradient(x_new, aux_new, moved), g)
         s = x_new - x
         y = g_new - g
         sy = _dot(s, y)
@@ -189,7 +234,9 @@ def lbfgs(
         newly = active & (done_g | done_f | stalled)
         converged = converged | newly
         active = active & ~newly
-    return LbfgsResult(x=x, f=f, n_iter=n_iter, converged=converged, n_evals=n_evals)
+    x_full[ids], f_full[ids], n_iter_full[ids] = x, f, n_iter
+    n_evals_full[ids], converged_full[ids] = n_evals, converged
+    return LbfgsResult(x=x_full, f=f_full, n_iter=n_iter_full, converged=converged_full, n_evals=n_evals_full)
 
 
 def fit_platt(
@@ -252,18 +299,20 @@ def fit_platt(
     return scale.to(s.dtype), bias.to(s.dtype)
 
 
-def bmm_layers(a: Tensor, b: Tensor, layers: Tensor | None, copy_limit: int = 1 << 20) -> Tensor:
-    """torch.bmm(a, b) for the layers in the bool mask `layers` only (others zero).
+def bmm_layers(a: Tensor, b: Tensor, layers: Tensor | None, copy_limit: int = 1 << 26) -> Tensor:
+    """torch.bmm(a, b) for the layers in the bool mask `layers` only (the others come back as zeros or as their
+    products, whichever is cheaper).
 
-    Why: layers converge at different speeds; once one has, its passes over the data should stop.  The needed
-    layers are gathered when that copy is small, else multiplied one by one on views (no copy of a big operand;
-    these products are memory-bound, so a loop of them costs what the batched product would).
+    Why: layers converge at different speeds; once one has, its passes over the data should stop.  With at least
+    half the layers needed, one batched product; else the needed layers are gathered when that copy is small,
+    or multiplied one by one on views (no copy of a big operand; these products are memory-bound, so a loop of
+    them costs what the batched product would).
     """
     num_layers = a.shape[0]
     if layers is None:
         return torch.bmm(a, b)
     k = int(layers.sum())
-    if k == num_layers:
+    if 2 * k >= num_layers:
         return torch.bmm(a, b)
     out = a.new_zeros(num_layers, a.shape[1], b.shape[2])
     if k == 0:
