@@ -5,9 +5,25 @@ API: `finetune(model, dataset_dir, out_dir, config)` (LoRA or full; resumable; r
 and the named `PRESETS`.  The heavy libraries are imported inside the functions.
 """
 
+from typing import Any
+
 from quirky.finetune.config import PRESETS, FinetuneConfig, preset_config
-from quirky.finetune.evaluate import evaluate_model
-from quirky.finetune.train import FinetuneResult, finetune, load_result
+
+_LAZY = {
+    "evaluate_model": "quirky.finetune.evaluate",
+    "FinetuneResult": "quirky.finetune.train",
+    "finetune": "quirky.finetune.train",
+    "load_result": "quirky.finetune.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the torch-heavy parts on first use, so `quirky --help` and the config stay fast."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'quirky.finetune' has no attribute {name!r}")
 
 __all__ = [
     "PRESETS",
