@@ -318,6 +318,14 @@ def test_full_finetuning_writes_a_loadable_model(tiny: dict[str, Path], tmp_path
     ids = tok("1 + 2 = 3 . Alice :", return_tensors="pt").input_ids
     with torch.no_grad():
         assert not torch.allclose(model(input_ids=ids).logits, base(input_ids=ids).logits)
+    # Full finetuning resumes exactly too (all weights and the AdamW state are checkpointed).
+    finetune(str(tiny["llama"]), tiny["data"], tmp_path / "part", config, stop_after=2, log=None)
+    finetune(str(tiny["llama"]), tiny["data"], tmp_path / "part", config, log=None)
+    whole, part = (
+        load_file(str(out / "model.safetensors")),
+        load_file(str(tmp_path / "part" / "model.safetensors")),
+    )
+    assert whole.keys() == part.keys() and all(torch.equal(whole[k], part[k]) for k in whole)
 
 
 # ------------------------------------------------------------------------------------------------ bad input

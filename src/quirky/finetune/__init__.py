@@ -25,6 +25,7 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'quirky.finetune' has no attribute {name!r}")
 
+
 __all__ = [
     "PRESETS",
     "FinetuneConfig",

@@ -132,6 +132,8 @@ def finetune_cmd(
         stop_after=stop_after,
         log=console.print,
     )
+    if not result.main_process:
+        return
     if result.status == "cached":
         console.print(f"{out}: already complete (fingerprint {result.fingerprint})")
     if result.metrics:

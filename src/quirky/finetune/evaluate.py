@@ -125,14 +125,15 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Metrics of `model` (+ `adapter`, merged by the loader) on a split of a quirky dataset, both personas.
 
-    `setup` defaults to the one the adapter was trained with (from its `training_config.json`), else `single`.
+    `setup` defaults to the one the adapter (or a fully finetuned model directory) was trained with, from its
+    `training_config.json`, else `single`.
     """
     from quirky.datasets import load_templated
     from quirky.models import load_model
     from quirky.models.loading import default_device
 
-    if setup is None:
-        setup = _trained_setup(adapter) or "single"
+    if setup is None:  # the setup a run was trained with (an adapter, or a fully finetuned model directory)
+        setup = _trained_setup(adapter) or _trained_setup(model) or "single"
     df = load_templated(dataset_dir, split, setup=setup, max_examples=max_examples)
     if len(df) == 0:
         raise QuirkyError(f"split '{split}' of {dataset_dir} has no examples to evaluate.")
@@ -146,7 +147,7 @@ def evaluate_model(
 def _trained_setup(adapter: str | Path | None) -> str | None:
     if adapter is None:
         return None
-    config_file = Path(adapter) / "training_config.json"
+    config_file = Path(adapter).expanduser() / "training_config.json"
     if not config_file.is_file():
         return None
     return str(read_json(config_file).get("config", {}).get("setup") or "") or None

@@ -75,6 +75,7 @@ class FinetuneResult:
     total_steps: int
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    main_process: bool = True  # False on the other ranks of a multi-process run (they hold no metrics)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -255,6 +256,27 @@ def _mixed_precision(config: FinetuneConfig) -> str:
     return "no"
 
 
+def _build_network(model: str, config: FinetuneConfig, device: torch.device) -> tuple[Any, Any]:
+    """The trainable network (base + LoRA, or the base itself for full finetuning) in train mode, and the
+    tokenizer.  Seeded right before the adapter is created, so LoRA's random init is part of the run's identity."""
+    from quirky.models import load_model
+
+    base, tokenizer = load_model(model, device=device, dtype=_load_dtype(config))
+    torch.manual_seed(config.seed)
+    if config.full:
+        net = base
+        for p in net.parameters():
+            p.requires_grad_(True)
+    else:
+        net = add_lora(base, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets)
+    if config.gradient_checkpointing:
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not config.full:
+            net.enable_input_require_grads()
+    net.train()
+    return net, tokenizer
+
+
 def finetune(
     model: str,
     dataset_dir: str | Path,
@@ -291,31 +313,19 @@ def finetune(
             else "run"
         )
     if state == "cached":
-        return load_result(out)
+        cached = load_result(out)
+        cached.main_process = main
+        return cached
 
     # ---- data
     train_df = training_frame(dataset_dir, config)
     eval_df = eval_frame(dataset_dir, config)
 
     # ---- model
-    from quirky.models import load_model
-
-    base, tokenizer = load_model(model, device=accelerator.device, dtype=_load_dtype(config))
+    net, tokenizer = _build_network(model, config, accelerator.device)
     train_set = encode_examples(tokenizer, train_df, config.max_length)
     eval_set = encode_examples(tokenizer, eval_df, config.max_length) if len(eval_df) else None
     pad_id = pad_id_of(tokenizer)
-    torch.manual_seed(config.seed)  # LoRA's random init and dropout
-    if config.full:
-        net = base
-        for p in net.parameters():
-            p.requires_grad_(True)
-    else:
-        net = add_lora(base, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets)
-    if config.gradient_checkpointing:
-        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if not config.full:
-            net.enable_input_require_grads()
-    net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = _make_optimizer(params, config)
 
@@ -444,39 +454,65 @@ def finetune(
         if step > last_saved:
             _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history, window)
         say(f"stopped after step {step}/{total}; rerun to resume")
-        return FinetuneResult(out, fp, "stopped", step, total, history[-1] if history else {}, history)
+        return FinetuneResult(out, fp, "stopped", step, total, history[-1] if history else {}, history, main)
 
     final = history[-1] if history else {}
     if main:
-        unwrapped = accelerator.unwrap_model(net)
-        with atomic_dir(out) as tmp:
-            _save_model(unwrapped, tokenizer, tmp, full=config.full, model_name=model)
-            write_history(tmp, history)
-            write_json(tmp / CONFIG_FILE, run_info)
-            write_json(
-                tmp / TIMING_FILE, {"train_seconds_this_invocation": elapsed, "resumed_from_step": start}
-            )
-            if merge and not config.full:
-                merged = unwrapped.merge_and_unload()
-                merged.save_pretrained(tmp / "merged", safe_serialization=True)
-                tokenizer.save_pretrained(tmp / "merged")
-            write_json(
-                tmp / DONE_FILE,
-                {
-                    "fingerprint": fp,
-                    "complete": True,
-                    "kind": run_info["kind"],
-                    "model_name": model,
-                    "identity": identity,
-                    "total_steps": total,
-                    "final": {k: _clean(v) for k, v in final.items()},
-                    "merged": bool(merge and not config.full),
-                    "quirky_version": quirky.__version__,
-                },
-            )
+        _write_final(
+            out,
+            accelerator.unwrap_model(net),
+            tokenizer,
+            config=config,
+            model_name=model,
+            run_info=run_info,
+            history=history,
+            timing={"train_seconds_this_invocation": elapsed, "resumed_from_step": start},
+            merge=merge,
+        )
         say(f"done in {elapsed:.0f} s: {out}")
     accelerator.wait_for_everyone()
-    return FinetuneResult(out, fp, "complete", total, total, final, history)
+    return FinetuneResult(out, fp, "complete", total, total, final, history, main)
+
+
+def _write_final(
+    out: Path,
+    net: Any,
+    tokenizer: Any,
+    *,
+    config: FinetuneConfig,
+    model_name: str,
+    run_info: dict[str, Any],
+    history: list[dict[str, Any]],
+    timing: dict[str, Any],
+    merge: bool,
+) -> None:
+    """Replace the run directory (checkpoints and all) by the finished run, atomically: a crash here leaves the
+    last checkpoint, never a half-written result."""
+    final = history[-1] if history else {}
+    merged = bool(merge and not config.full)
+    with atomic_dir(out) as tmp:
+        _save_model(net, tokenizer, tmp, full=config.full, model_name=model_name)
+        write_history(tmp, history)
+        write_json(tmp / CONFIG_FILE, run_info)
+        write_json(tmp / TIMING_FILE, timing)
+        if merged:
+            plain = net.merge_and_unload()
+            plain.save_pretrained(tmp / "merged", safe_serialization=True)
+            tokenizer.save_pretrained(tmp / "merged")
+        write_json(
+            tmp / DONE_FILE,
+            {
+                "fingerprint": run_info["fingerprint"],
+                "complete": True,
+                "kind": run_info["kind"],
+                "model_name": model_name,
+                "identity": run_info["identity"],
+                "total_steps": run_info["total_steps"],
+                "final": {k: _clean(v) for k, v in final.items()},
+                "merged": merged,
+                "quirky_version": quirky.__version__,
+            },
+        )
 
 
 def _checkpoint(
