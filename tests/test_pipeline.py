@@ -111,3 +111,23 @@ def test_submitit_sweep_two_models_two_datasets(tiny_models: dict[str, Path], tm
     assert pairs == sorted((m, d) for m in models for d in ("addition", "hemisphere"))
     summary = json.loads((Path(raw["out"]) / "report" / "summary.json").read_text())
     assert summary["sections"], "the aggregated report has no sections"
+
+
+def test_changed_settings_recompute_what_depends_on_them(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """A re-run with other finetuning settings replaces the stale finetune, stores, probes and interventions in
+    the run directory (no 'holds a different run' refusal) and reuses the datasets."""
+    raw = tiny_config(tmp_path, [str(tiny_models["llama"])], ["addition"])
+    run_pipeline(config_from_dict(raw), log=lambda _m: None)
+    run = Path(raw["out"])
+    dataset_files = {p: p.stat().st_mtime_ns for p in (run / "datasets").rglob("*") if p.is_file()}
+    store = next((run / "activations").rglob("validation/store.json"))
+    old_store = json.loads(store.read_text())["fingerprint"]
+
+    raw["finetune"]["settings"]["steps"] = 3
+    raw["intervene"]["layers"] = [0, -1]
+    second = run_pipeline(config_from_dict(raw), log=lambda _m: None)
+    assert second["results"][0]["finetune_metrics"]["step"] == 3
+    assert json.loads(store.read_text())["fingerprint"] != old_store  # extracted from the new model
+    assert all(p.stat().st_mtime_ns == t for p, t in dataset_files.items())
+    layers = second["results"][0]["intervention"]["config"]["layers"]
+    assert layers[0] == 0

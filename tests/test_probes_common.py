@@ -133,13 +133,17 @@ def test_batched_lbfgs_solves_independent_problems_of_different_difficulty():
     target = torch.randn(b, p, generator=g, dtype=torch.float64)
     curv = torch.logspace(0, 3, p, dtype=torch.float64)[None, :] ** (torch.arange(b)[:, None] / b)
 
-    class Quadratic:
-        def values(self, x, need):
-            diff = x - target[:, None, :]
+    class Quadratic:  # a linear model whose logits are x itself
+        def logits(self, x, need):
+            return x.clone()
+
+        def loss(self, z, x, need):
+            diff = z - target[:, None, :]
             return 0.5 * (curv[:, None, :] * diff**2).sum(-1), diff
 
         def gradient(self, x, aux, need):
-            return curv * (x - target)
+            torch.testing.assert_close(aux[need], (x - target)[need])  # cached logits match a fresh pass
+            return curv * aux
 
     res = lbfgs(Quadratic(), torch.zeros(b, p, dtype=torch.float64), max_iter=500, gtol=1e-10, ftol=0.0)
     assert bool(res.converged.all())

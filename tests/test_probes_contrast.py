@@ -133,3 +133,38 @@ def test_ccs_deterministic_given_seed():
     a = make_probe("ccs", seed=3).fit(x, y).score(x)
     b = make_probe("ccs", seed=3).fit(x, y).score(x)
     assert torch.equal(a, b)
+
+
+def test_ccs_objective_gradient_and_restart_compaction():
+    """The analytic gradient matches autograd of loss(logits(v)), and computing only the running restarts
+    (a stopped restart drops out of the products) gives the same logits and gradient on the running ones."""
+    from quirky.probes.ccs import _CcsObjective
+    from quirky.probes.optim import active_columns, spectral_preconditioner
+
+    x, _, _ = planted_pairs(num_layers=3, n=40, d=6, seed=5)
+    x = x.double()
+    num_layers, n, _, d = x.shape
+    r = 4
+    flat = x.reshape(num_layers, 2 * n, d)
+    var, mean = torch.var_mean(flat, dim=1, unbiased=False)
+    pre = spectral_preconditioner(flat, mean, var, curvature=0.25, ridge=0.01, rank=0)
+    obj = _CcsObjective(flat, n, r, fit_pair_eraser(x), pre, 0.5, 0.01)
+    v = torch.randn(num_layers * r, d + 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    everyone = torch.ones(num_layers * r, dtype=torch.bool)
+
+    def f_of(vv):
+        return obj.loss(obj.logits(vv, everyone)[:, None], vv[:, None], everyone)[0].sum()
+
+    vg = v.clone().requires_grad_(True)
+    f_of(vg).backward()
+    _, aux = obj.loss(obj.logits(v, everyone)[:, None], v[:, None], everyone)
+    torch.testing.assert_close(obj.gradient(v, aux[:, 0], everyone), vg.grad)
+
+    need = torch.zeros(num_layers, r, dtype=torch.bool)
+    need[0, [1, 3]] = True
+    need[2, 2] = True  # layer 1: nothing runs
+    assert active_columns(need).shape == (num_layers, 2)
+    assert active_columns(torch.ones(num_layers, r, dtype=torch.bool)) is None
+    need = need.flatten()
+    torch.testing.assert_close(obj.logits(v, need)[need], obj.logits(v, everyone)[need])
+    torch.testing.assert_close(obj.gradient(v, aux[:, 0], need)[need], vg.grad[need])

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from quirky.anomaly.runner import DEFAULT_DETECTORS, run_anomaly
+from quirky.anomaly.defaults import DEFAULT_DETECTORS
 
 app = typer.Typer(
     help="Flag Bob's (untruthful) examples from a probe run, fitting detectors on trusted Alice-easy data only.",
@@ -56,6 +56,8 @@ def anomaly(
 ) -> None:
     """Fit each detector on the Alice-easy test examples (trusted) and report its AUROC for Alice-hard (normal) vs
     Bob-hard (anomalous), with a bootstrap CI and recall at 1% and 5% false-positive rate."""
+    from quirky.anomaly.runner import run_anomaly
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     doc = run_anomaly(
         probes,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 import quirky
+from quirky.anomaly.defaults import DEFAULT_DETECTORS
 from quirky.anomaly.detectors import DETECTOR_FEATURES
 from quirky.anomaly.experiment import evaluate_detector, exclusion_reason
 from quirky.anomaly.inputs import hidden_features, open_probe_run, probe_score_features
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 RESULT_JSON = "anomaly.json"
 SCORES = "scores.parquet"
-DEFAULT_DETECTORS = ("gaussian", "gaussian-subtract-diag", "mahalanobis", "iforest", "lof")
 HIDDENS_METHOD = "hiddens"  # the `method` of detectors on raw hidden states (they use no probe)
 
 

@@ -11,9 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quirky.errors import QuirkyError
-from quirky.experiments.evaluate import EvalSettings
 from quirky.experiments.grid import SUBSETS
-from quirky.experiments.transfer import TransferConfig, run_transfer
 from quirky.fileio import read_json
 from quirky.probes import METHODS
 
@@ -167,6 +165,9 @@ def probe(
         "crc": {"seed": seed},
         "random": {"n_directions": random_directions, "seed": seed},
     }
+    from quirky.experiments.evaluate import EvalSettings
+    from quirky.experiments.transfer import TransferConfig, run_transfer
+
     cfg = TransferConfig(
         methods=tuple(_split_list(methods)) or METHODS,
         experiments=tuple(experiments) or None,

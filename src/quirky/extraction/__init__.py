@@ -4,6 +4,23 @@
 stores without importing a model stack; `quirky.extraction.extract` does the batched forward passes.
 """
 
-from quirky.extraction.store import SUBSETS, ActivationStore, open_store, write_store
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quirky._lazy import lazy_getattr
+
+_EXPORTS = {
+    "quirky.extraction.store": (
+        "SUBSETS",
+        "ActivationStore",
+        "open_store",
+        "write_store",
+    ),
+}
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from quirky.extraction.store import SUBSETS, ActivationStore, open_store, write_store
 
 __all__ = ["SUBSETS", "ActivationStore", "open_store", "write_store"]

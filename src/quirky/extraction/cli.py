@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.table import Table
 
 from quirky.errors import QuirkyError
-from quirky.extraction.store import SUBSETS, open_store
 
 app = typer.Typer(
     help="Extract hidden states, contrast pairs and LM log-odds of one dataset split into an activation store.",
@@ -107,6 +106,8 @@ def extract_cmd(
 @app.command("info")
 def info_cmd(path: Path = typer.Argument(..., help="store directory")) -> None:
     """Shapes, subsets and their sizes, and the fingerprint of a store."""
+    from quirky.extraction.store import SUBSETS, open_store
+
     store = open_store(path)
     src = store.config.get("source", {})
     console.print(f"[bold]{store.path}[/]  fingerprint [bold]{store.fingerprint}[/]", highlight=False)

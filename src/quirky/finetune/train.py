@@ -147,7 +147,8 @@ def check_out_dir(out: Path, fp: str, overwrite: bool) -> str:
     """Decide what to do with an existing output directory: "fresh", "resume" or "cached".
 
     A directory that holds a different run (or something that is not a finetuning run) is an error unless
-    `overwrite`, so a typo in --out never destroys an unrelated result.
+    `overwrite`, so a typo in --out never destroys an unrelated result.  The same run (same fingerprint) is
+    reused or resumed even with `overwrite`: its result could only come out identical.
     """
     if not out.exists():
         return "fresh"
@@ -176,9 +177,6 @@ def check_out_dir(out: Path, fp: str, overwrite: bool) -> str:
             f"output directory {out} holds a different finetuning run (fingerprint {owner}, this run is {fp}); "
             "choose another --out, or pass --overwrite to replace it."
         )
-    if overwrite:
-        shutil.rmtree(out)
-        return "fresh"
     if (out / DONE_FILE).is_file():
         return "cached"
     return "resume"

@@ -1,5 +1,22 @@
 """Interventions: reflect the last-token state across a probe direction and measure the LM's answers."""
 
-from quirky.interventions.reflect import decoder_layers, final_norm, householder, reflect_last_position
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quirky._lazy import lazy_getattr
+
+_EXPORTS = {
+    "quirky.interventions.reflect": (
+        "decoder_layers",
+        "final_norm",
+        "householder",
+        "reflect_last_position",
+    ),
+}
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from quirky.interventions.reflect import decoder_layers, final_norm, householder, reflect_last_position
 
 __all__ = ["decoder_layers", "final_norm", "householder", "reflect_last_position"]

@@ -26,7 +26,7 @@ def demo_config(quick: bool = False, out: str | None = None) -> RunConfig:
     if quick:
         sizes, caps, steps, boot, layers = (2000, 400, 400), (400, 400), 20, 50, [-1, 15]
     else:
-        sizes, caps, steps, boot, layers = (7000, 1000, 1000), (1000, 1000), None, 200, list(range(0, 30, 3))
+        sizes, caps, steps, boot, layers = (7000, 1000, 1000), (1000, 1000), None, 1000, list(range(0, 30, 3))
     settings: dict[str, object] = {}
     if steps is not None:
         settings.update(steps=steps, eval_every=10, max_eval_examples=200)
@@ -43,8 +43,7 @@ def demo_config(quick: bool = False, out: str | None = None) -> RunConfig:
         ),
         finetune=FinetuneConfig(enabled=True, preset=DEMO_PRESET, settings=settings),
         extract=ExtractConfig(max_train_examples=caps[0], max_test_examples=caps[1], batch_size=32),
-        # CCS capped at 200 L-BFGS iterations (the reference allows 1000) to keep the demo within its time budget.
-        probe=ProbeConfig(bootstrap=boot, options={"ccs": {"max_iter": 200}}),
+        probe=ProbeConfig(bootstrap=boot),
         anomaly=AnomalyConfig(enabled=True),
         intervene=InterveneConfig(
             enabled=True, method="mean-diff", train_subset="A", layers=layers, max_examples=200

@@ -160,7 +160,8 @@ def _finetune(cfg: RunConfig, paths: JobPaths, log: Log) -> tuple[str, Path | No
     settings = dict(cfg.finetune.settings)
     settings.setdefault("setup", cfg.datasets.setup)
     ft_cfg = preset_config(cfg.finetune.preset, **settings)
-    result = finetune(paths.model, paths.dataset_dir, paths.finetune_dir, ft_cfg, log=log)
+    # the run directory is the pipeline's own: a stale result of other settings is replaced, the same is reused
+    result = finetune(paths.model, paths.dataset_dir, paths.finetune_dir, ft_cfg, log=log, overwrite=True)
     log(
         f"finetune {paths.model} on {paths.dataset}: {result.status} ({result.step}/{result.total_steps} steps)"
     )
@@ -206,7 +207,7 @@ def _extract(
             log(f"extract {split}: cached")
             continue
         lm, tok = shared.get()
-        extract_frame(lm, tok, df, out, source=source, settings=settings)
+        extract_frame(lm, tok, df, out, source=source, settings=settings, overwrite=True)
         log(f"extract {split}: {len(df)} prompts -> {out}")
 
 
@@ -265,6 +266,7 @@ def _intervene(
         activations=paths.activations_dir,
         device=cfg.device,
         loaded=shared.get,
+        overwrite=True,
     )
 
 

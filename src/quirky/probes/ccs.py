@@ -8,11 +8,12 @@ Math (reference §5, the pre-`e001e93` calling convention that produced the publ
   loss; then the Platt scale a and bias c are fitted on both sides with the labels; output a (s_pos - s_neg).
 
 Where it differs from the reference's loop: all layers x restarts are one batched L-BFGS problem (one GEMM over
-the pair data per evaluation serves every restart), with an analytic gradient, a preconditioned parametrisation
-(`optim.spectral_preconditioner`, an exact change of variables) and Armijo backtracking instead of strong Wolfe.
-Each restart stops on the reference's own tolerance (an iteration that changes the objective by less than
-float32 eps, or max_iter = 1000), or on a plateau test (less than `wtol` over 10 iterations); layers whose
-restarts have all stopped cost nothing further.  The erased states are never materialised.  The stored `direction` [L, d] applies to
+the pair data per pass serves every restart), with an analytic gradient, a preconditioned parametrisation
+(`optim.spectral_preconditioner`, an exact change of variables) and Armijo backtracking on cached logits instead
+of strong Wolfe (two passes over the data per iteration, whatever the line search tries).  Each restart stops on
+the reference's own tolerance (an iteration that changes the objective by less than float32 eps, or max_iter =
+1000), or on a plateau test (less than `wtol` over 10 iterations); a stopped restart leaves the products, and a
+layer whose restarts have all stopped costs nothing further.  The erased states are never materialised.  The stored `direction` [L, d] applies to
 h_pos - h_neg: score = direction . (h_pos - h_neg); `bias` is 0 (the Platt offset cancels in the difference).
 """
 
@@ -35,6 +36,7 @@ from quirky.probes.base import Probe
 from quirky.probes.optim import (
     FLOAT32_EPS,
     Preconditioner,
+    active_columns,
     bmm_layers,
     kaiming_uniform,
     lbfgs,
@@ -54,7 +56,8 @@ def ccs_loss(logits: Tensor) -> Tensor:
 class _CcsObjective:
     """The batched CCS objective (see `optim.Objective`) over problems (layer, restart), in the preconditioned
     variables v = [S^-1 w ; b sqrt(1/4 + wd)], with an analytic gradient (autograd's backward of the batched
-    product is ~3x slower than one GEMM)."""
+    product is ~3x slower than one GEMM).  Logits are [L*R, 2n] in the pair data's row order (neg, pos per
+    example); only the restarts still running enter the products (`optim.active_columns`)."""
 
     def __init__(
         self,
@@ -79,34 +82,47 @@ class _CcsObjective:
         vv = v.reshape(self.num_layers, -1, self.d + 1)
         return self.pre.to_weights(vv[..., : self.d]), vv[..., self.d] / self.b_sq
 
-    def logits(self, w: Tensor, b: Tensor, layers: Tensor | None = None) -> Tensor:
-        """[L, 2n, K] logits of K weight vectors per layer (w [L, K, d], b [L, K]) on every pair state."""
+    def logits(self, v: Tensor, need: Tensor) -> Tensor:
+        w, b = self._wb(v)  # [L, R, d], [L, R]
         u, c = erased_weight(w, self.eraser)
-        return bmm_layers(self.flat, u.mT, layers) + (b + c)[:, None, :]
+        need_lr = need.reshape(self.num_layers, self.r)
+        cols = active_columns(need_lr)
+        layers = need_lr.any(dim=1)
+        if cols is None:
+            z = bmm_layers(self.flat, u.mT, layers)  # [L, 2n, R]
+        else:
+            z = u.new_zeros(self.num_layers, 2 * self.n, self.r)
+            z_act = bmm_layers(self.flat, u.gather(1, cols[..., None].expand(-1, -1, self.d)).mT, layers)
+            z.scatter_(2, cols[:, None, :].expand(-1, 2 * self.n, -1), z_act)
+        z = z + (b + c)[:, None, :]
+        return z.permute(0, 2, 1).reshape(self.num_layers * self.r, 2 * self.n)
 
-    def values(self, v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
-        m = v.shape[1]
-        layers = need.reshape(self.num_layers, self.r).any(dim=1)
-        w, b = self._wb(v)  # [L, R*m, d]
-        p = torch.sigmoid(self.logits(w, b, layers)).reshape(self.num_layers, self.n, 2, -1)
-        p0, p1 = p[:, :, 0], p[:, :, 1]
+    def loss(self, z: Tensor, v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
+        p = torch.sigmoid(z).unflatten(-1, (self.n, 2))  # [B, m, n, 2]
+        p0, p1 = p[..., 0], p[..., 1]
         gap = p0 + p1 - 1
         low = torch.minimum(p0, p1)
-        loss = gap.pow(2).mean(dim=1) + low.pow(2).mean(dim=1)  # [L, R*m]
-        loss = loss + self.wd * ((w * w).sum(-1) + b * b) / 2
+        w, b = self._wb(v)
+        reg = self.wd * ((w * w).sum(-1) + b * b).reshape(z.shape[:2]) / 2
+        loss = gap.pow(2).mean(dim=-1) + low.pow(2).mean(dim=-1) + reg  # [B, m]
         first = (p0 <= p1).to(p.dtype)
         g0 = (2 * gap + 2 * low * first) * p0 * (1 - p0) / self.n
         g1 = (2 * gap + 2 * low * (1 - first)) * p1 * (1 - p1) / self.n
-        g = torch.stack([g0, g1], dim=2).reshape(self.num_layers, 2 * self.n, self.r, m)  # d loss / d logits
-        aux = g.permute(0, 2, 3, 1).reshape(self.num_layers * self.r, m, 2 * self.n)
-        return loss.reshape(self.num_layers * self.r, m), aux
+        return loss, torch.stack([g0, g1], dim=-1).flatten(-2)  # aux: d loss / d logits [B, m, 2n]
 
     def gradient(self, v: Tensor, g: Tensor, need: Tensor) -> Tensor:
-        layers = need.reshape(self.num_layers, self.r).any(dim=1)
+        need_lr = need.reshape(self.num_layers, self.r)
+        layers = need_lr.any(dim=1)
         w, b = self._wb(v)  # [L, R, d]
         g = g.reshape(self.num_layers, self.r, 2 * self.n)
         gsum = g.sum(dim=-1)  # [L, R]
-        gu = bmm_layers(g, self.flat, layers)  # [L, R, d] = d loss / d u
+        cols = active_columns(need_lr)
+        if cols is None:
+            gu = bmm_layers(g, self.flat, layers)  # [L, R, d] = d loss / d u
+        else:
+            gu = w.new_zeros(self.num_layers, self.r, self.d)
+            g_act = bmm_layers(g.gather(1, cols[..., None].expand(-1, -1, 2 * self.n)), self.flat, layers)
+            gu.scatter_(1, cols[..., None].expand(-1, -1, self.d), g_act)
         # u = P^T w and c = center . right^T (left^T w): chain rule back to w
         gw = gu - (gu @ self.right.mT) @ self.left.mT + gsum[..., None] * self.dc_dw[:, None, :] + self.wd * w
         gb = gsum + self.wd * b
@@ -203,9 +219,9 @@ class CcsProbe(Probe):
         )
         v = res.x.reshape(num_layers, r, d + 1)
         w_all, b_all = pre.to_weights(v[..., :d]), v[..., d] / b_sq
-        raw_loss = ccs_loss(
-            objective.logits(w_all, b_all).reshape(num_layers, n, 2, r)
-        )  # unregularised [L, R]
+        u_all, c_all = erased_weight(w_all, eraser)
+        logits_all = torch.bmm(flat, u_all.mT) + (b_all + c_all)[:, None, :]  # [L, 2n, R]
+        raw_loss = ccs_loss(logits_all.reshape(num_layers, n, 2, r))  # unregularised [L, R]
         if not bool(torch.isfinite(raw_loss).any(dim=1).all()):
             raise QuirkyError(
                 "ccs: every restart diverged (non-finite loss) on some layer; check the activations"

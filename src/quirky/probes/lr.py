@@ -36,13 +36,13 @@ class _Logistic:
     def _wb(self, v: Tensor) -> tuple[Tensor, Tensor]:
         return self.pre.to_weights(v[..., : self.f]), v[..., self.f] / BIAS_SQ
 
-    def values(self, v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
-        w, b = self._wb(v)  # [L, m, f], [L, m]
-        s = (
-            bmm_layers(self.x, w.mT, need).mT
-            - (self.mean.unsqueeze(1) * w).sum(-1, keepdim=True)
-            + b[..., None]
-        )
+    def logits(self, v: Tensor, need: Tensor) -> Tensor:
+        w, b = self._wb(v)  # [L, f], [L]
+        s = bmm_layers(self.x, w[..., None], need)[..., 0]  # [L, n]
+        return s - (self.mean * w).sum(-1, keepdim=True) + b[:, None]
+
+    def loss(self, s: Tensor, v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
+        w, _ = self._wb(v)  # [L, m, f]
         loss = (torch.nn.functional.softplus(s) - self.y * s).mean(dim=-1) + self.l2 * (w * w).sum(-1)
         return loss, (torch.sigmoid(s) - self.y) / s.shape[-1]  # aux: d loss / d s  [L, m, n]
 

@@ -4,9 +4,12 @@ Why: the reference fits one probe per layer in a Python loop, each with its own 
 iteration of such a fit is a matrix-vector product over an [n, d] slice, which is memory-bound; stacking the
 layers (and CCS restarts) turns those into one batched product per iteration and lets each problem stop on its
 own convergence test.  The optimiser is L-BFGS (two-loop recursion, torch's default of 100 curvature pairs when
-memory allows) with every quantity carrying a leading batch dimension.  Its line search is Armijo backtracking
-whose trial evaluations are forward passes only (several candidate step sizes in one pass), with the gradient
-computed once at the accepted point: about two passes over the data per iteration.
+memory allows) with every quantity carrying a leading batch dimension.
+
+Every probe objective here is a *linear model*: f(x) = loss(A x, x) with a linear map A (the pass over the data)
+and a cheap loss of the logits z = A x.  So the line search never touches the data: with z and A d known,
+z + t A d gives the logits of any trial step.  An iteration costs exactly two passes over the data (A d, and the
+gradient A^T r at the accepted point) however many step sizes the line search tries.
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 
 
 class Objective(Protocol):
-    """B independent smooth objectives, evaluated in two halves so a line search costs one pass per trial.
+    """B independent objectives of linear models, f(x) = loss(logits(x), x).
 
-    `values(x, need)`: x [B, m, p] holds m candidate points per problem; returns (f [B, m], aux [B, m, ...]),
-    where aux is whatever `gradient` needs later (e.g. d loss / d logits).  `gradient(x, aux, need)`: x [B, p]
-    and aux [B, ...] of one accepted point per problem -> grad [B, p].  Rows where `need` is False may hold
-    anything; skipping them is how converged layers stop costing passes over the data.
+    `logits(x, need)`: x [B, p] -> z [B, k], linear in x (no offset): the pass over the data.
+    `loss(z, x, need)`: z [B, m, k] and x [B, m, p] of m candidate points per problem -> (f [B, m], aux [B, m, ...]),
+    where aux is whatever `gradient` needs later (e.g. d loss / d logits); no pass over the data.
+    `gradient(x, aux, need)`: x [B, p] and aux [B, ...] of one point per problem -> grad [B, p].
+    Rows where `need` is False may hold anything; skipping them is how converged problems stop costing passes.
     """
 
-    def values(self, x: Tensor, need: Tensor) -> tuple[Tensor, Tensor]: ...
+    def logits(self, x: Tensor, need: Tensor) -> Tensor: ...
+
+    def loss(self, z: Tensor, x: Tensor, need: Tensor) -> tuple[Tensor, Tensor]: ...
 
     def gradient(self, x: Tensor, aux: Tensor, need: Tensor) -> Tensor: ...
 
@@ -46,6 +52,11 @@ class LbfgsResult:
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(dim=-1)
+
+
+def _bdot(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise dot products of a, b [B, p] as one batched product (no [B, p] temporary)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(-1)
 
 
 def _take(t: Tensor, j: Tensor) -> Tensor:
@@ -66,13 +77,15 @@ def lbfgs(
     wtol: float = 0.0,
     steps: tuple[float, ...] = (1.0,),
     max_ls: int = 30,
+    refresh: int = 100,
 ) -> LbfgsResult:
-    """Minimise B independent smooth objectives with L-BFGS (two-loop recursion, Armijo backtracking).
+    """Minimise B independent linear-model objectives with L-BFGS (two-loop recursion, Armijo backtracking).
 
-    Each iteration first evaluates the step sizes `steps` (relative to the initial step) in one call, and takes
-    the largest that satisfies Armijo; problems where none does backtrack by quadratic interpolation.  With
-    `steps = (1.0, 0.25)` a batch of problems rarely needs a second pass over the data even when some of them
-    reject the full step.  The gradient is then computed once, at the accepted points.
+    Each iteration computes the logits of the search direction (one pass), then evaluates the step sizes
+    `steps` (relative to the initial step) from cached logits and takes the lowest that satisfies Armijo;
+    problems where none does backtrack by quadratic interpolation, also from cached logits.  The gradient is
+    then computed once, at the accepted points (the second pass).  The cached logits are recomputed from x every
+    `refresh` iterations, so float rounding in z + t A d cannot accumulate.
 
     A problem stops when max|grad| <= gtol, or when an accepted step changes f by <= ftol * max(1, |f|), or when
     f fell by less than wtol * max(1, |f|) over the last `window` iterations (a plateau; off when wtol = 0), or
@@ -97,31 +110,33 @@ def lbfgs(
     n_evals_full = torch.ones(full_b, dtype=torch.long, device=dev)
     converged_full = torch.zeros(full_b, dtype=torch.bool, device=dev)
 
-    def values(xc: Tensor, needc: Tensor) -> tuple[Tensor, Tensor]:
+    def widen(t: Tensor, fill: Tensor | None = None) -> Tensor:
+        """Compact rows -> the full batch (stopped problems get `fill`, or zeros)."""
         if len(ids) == full_b:
-            return obj.values(xc, needc)
+            return t
+        out = fill.clone() if fill is not None else t.new_zeros((full_b, *t.shape[1:]))
+        out[ids] = t
+        return out
+
+    def logits(xc: Tensor, needc: Tensor) -> Tensor:
+        z = obj.logits(widen(xc, x_full), widen(needc))
+        return z if len(ids) == full_b else z[ids]
+
+    def loss(zc: Tensor, xc: Tensor, needc: Tensor) -> tuple[Tensor, Tensor]:
+        if len(ids) == full_b:
+            return obj.loss(zc, xc, needc)
         m = xc.shape[1]
-        xf = x_full[:, None, :].expand(full_b, m, p).clone()
-        xf[ids] = xc
-        nf = torch.zeros(full_b, dtype=torch.bool, device=dev)
-        nf[ids] = needc
-        f_all, aux_all = obj.values(xf, nf)
+        f_all, aux_all = obj.loss(widen(zc), widen(xc, x_full[:, None, :].expand(full_b, m, p)), widen(needc))
         return f_all[ids], aux_all[ids]
 
     def gradient(xc: Tensor, auxc: Tensor, needc: Tensor) -> Tensor:
-        if len(ids) == full_b:
-            return obj.gradient(xc, auxc, needc)
-        xf = x_full.clone()
-        xf[ids] = xc
-        af = auxc.new_zeros((full_b, *auxc.shape[1:]))
-        af[ids] = auxc
-        nf = torch.zeros(full_b, dtype=torch.bool, device=dev)
-        nf[ids] = needc
-        return obj.gradient(xf, af, nf)[ids]
+        g_all = obj.gradient(widen(xc, x_full), widen(auxc), widen(needc))
+        return g_all if len(ids) == full_b else g_all[ids]
 
     bsz = full_b
     everyone = torch.ones(bsz, dtype=torch.bool, device=dev)
-    f, aux = values(x[:, None], everyone)
+    z = logits(x, everyone)
+    f, aux = loss(z[:, None], x[:, None], everyone)
     f, aux = f[:, 0], aux[:, 0]
     g = gradient(x, aux, everyone)
     rel_steps = torch.tensor(steps, device=dev, dtype=dt)
@@ -135,6 +150,7 @@ def lbfgs(
     n_evals = torch.ones(bsz, dtype=torch.long, device=dev)
     f_window = f.clone().unsqueeze(0).repeat(max(1, window), 1)  # f of the last `window` iterations
     slot = 0
+    filled = 0  # history slots written so far: the two-loop recursion skips the empty ones
     for it in range(max_iter):
         n_active = int(active.sum())
         if n_active == 0:
@@ -144,24 +160,27 @@ def lbfgs(
             n_evals_full[ids], converged_full[ids] = n_evals, converged
             keep = torch.nonzero(active).flatten()
             ids = ids[keep]
-            x, f, g, aux = x[keep], f[keep], g[keep], aux[keep]
+            x, f, g, aux, z = x[keep], f[keep], g[keep], aux[keep], z[keep]
             s_hist, y_hist, rho = s_hist[:, keep], y_hist[:, keep], rho[:, keep]
             gamma, f_window = gamma[keep], f_window[:, keep]
             active, converged = active[keep], converged[keep]
             n_iter, n_evals = n_iter[keep], n_evals[keep]
             bsz = len(ids)
-        # two-loop recursion; empty history slots have rho = 0 and contribute nothing
+        if refresh > 0 and it > 0 and it % refresh == 0:
+            z = logits(x, active)
+        # two-loop recursion over the filled slots, newest first; in place and with batched dot products,
+        # because at 100 slots its memory traffic rivals the passes over the data
         q = -g
         alphas = []
-        for k in range(history):
+        for k in range(filled):
             j = (slot - 1 - k) % history
-            a = rho[j] * _dot(s_hist[j], q)
-            q = q - a[:, None] * y_hist[j]
+            a = rho[j] * _bdot(s_hist[j], q)
+            q.addcmul_(a[:, None], y_hist[j], value=-1.0)
             alphas.append((j, a))
-        r = q * gamma[:, None]
+        r = q.mul_(gamma[:, None])
         for j, a in reversed(alphas):
-            beta = rho[j] * _dot(y_hist[j], r)
-            r = r + (a - beta)[:, None] * s_hist[j]
+            beta = rho[j] * _bdot(y_hist[j], r)
+            r.addcmul_((a - beta)[:, None], s_hist[j])
         d = r
         gd = _dot(g, d)
         bad = ~(gd < 0) | ~torch.isfinite(gd)
@@ -174,8 +193,18 @@ def lbfgs(
             t0 = torch.clamp(1.0 / g.abs().sum(dim=-1).clamp_min(1e-30), max=1.0)
         else:
             t0 = torch.ones(bsz, device=dev, dtype=dt)
+        zd = logits(d, active)  # the one pass over the data that the line search needs
+
+        def trial(
+            ts: Tensor, need: Tensor, x: Tensor = x, z: Tensor = z, d: Tensor = d, zd: Tensor = zd
+        ) -> tuple[Tensor, Tensor]:
+            """f and aux at x + t d for ts [B, m], from the cached logits."""
+            return loss(
+                z[:, None] + ts[..., None] * zd[:, None], x[:, None] + ts[..., None] * d[:, None], need
+            )
+
         ts = t0[:, None] * rel_steps[None, :]  # [B, m]
-        f_try, aux_try = values(x[:, None, :] + ts[..., None] * d[:, None, :], active)
+        f_try, aux_try = trial(ts, active)
         n_evals = n_evals + active.long()
         ok = torch.isfinite(f_try) & (f_try <= f[:, None] + 1e-4 * ts * gd[:, None])
         # among the candidates that satisfy Armijo, the one with the lowest objective (a step longer than 1
@@ -196,7 +225,7 @@ def lbfgs(
             t_quad = -gd * t * t / (2 * curv.clamp_min(1e-30))
             t_quad = torch.where(torch.isfinite(f_last) & (curv > 0), t_quad, 0.1 * t)
             t = torch.where(pending, torch.minimum(torch.maximum(t_quad, 0.1 * t), 0.5 * t), t)
-            f_one, aux_one = values((x + t[:, None] * d)[:, None, :], pending)
+            f_one, aux_one = trial(t[:, None], pending)
             n_evals = n_evals + pending.long()
             f_last = f_one[:, 0]
             ok1 = pending & torch.isfinite(f_last) & (f_last <= f + 1e-4 * t * gd)
@@ -207,6 +236,7 @@ def lbfgs(
         stalled = pending  # line search failed: no decrease found along d
         moved = active & ~stalled
         x_new = torch.where(moved[:, None], x + t_acc[:, None] * d, x)
+        z = torch.where(moved[:, None], z + t_acc[:, None] * zd, z)
         g_new = torch.where(moved[:, None], gradient(x_new, aux_new, moved), g)
         s = x_new - x
         y = g_new - g
@@ -217,6 +247,7 @@ def lbfgs(
         rho[slot] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
         gamma = torch.where(good, sy / _dot(y, y).clamp_min(1e-30), gamma)
         slot = (slot + 1) % history
+        filled = min(filled + 1, history)
         df = (f - f_new).abs()
         f_prev = f
         x = x_new
@@ -237,6 +268,19 @@ def lbfgs(
     x_full[ids], f_full[ids], n_iter_full[ids] = x, f, n_iter
     n_evals_full[ids], converged_full[ids] = n_evals, converged
     return LbfgsResult(x=x_full, f=f_full, n_iter=n_iter_full, converged=converged_full, n_evals=n_evals_full)
+
+
+def active_columns(need: Tensor) -> Tensor | None:
+    """For need [L, R] (which of R problems per layer still run): indices [L, k] of the running ones first, k =
+    the most that run in any layer; None when every problem needs computing anyway.
+
+    Why: the products of CCS's 10 restarts are compute-bound GEMMs, so a restart that has stopped should drop
+    out of them, not just out of the optimiser's bookkeeping."""
+    k = int(need.sum(dim=1).max()) if need.numel() else 0
+    if k >= need.shape[1]:
+        return None
+    order = torch.sort((~need).to(torch.int8), dim=1, stable=True).indices
+    return order[:, : max(k, 1)]
 
 
 def fit_platt(

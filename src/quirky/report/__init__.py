@@ -1,6 +1,23 @@
 """`quirky report`: an HTML page, a Markdown version and a JSON summary of a run directory."""
 
-from quirky.report.build import build_report
-from quirky.report.layout import discover, finetune_key, model_slug
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quirky._lazy import lazy_getattr
+
+_EXPORTS = {
+    "quirky.report.build": ("build_report",),
+    "quirky.report.layout": (
+        "discover",
+        "finetune_key",
+        "model_slug",
+    ),
+}
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from quirky.report.build import build_report
+    from quirky.report.layout import discover, finetune_key, model_slug
 
 __all__ = ["build_report", "discover", "finetune_key", "model_slug"]
