@@ -86,7 +86,7 @@ def ref_lr(x: torch.Tensor, y: torch.Tensor, max_iter: int) -> torch.Tensor:
         loss = torch.nn.functional.binary_cross_entropy_with_logits(lin(x).squeeze(-1), y)
         loss = loss + 1e-3 * lin.weight.square().sum()
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
 
     with torch.enable_grad():
         opt.step(closure)

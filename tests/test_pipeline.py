@@ -113,7 +113,9 @@ def test_submitit_sweep_two_models_two_datasets(tiny_models: dict[str, Path], tm
     assert summary["sections"], "the aggregated report has no sections"
 
 
-def test_changed_settings_recompute_what_depends_on_them(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+def test_changed_settings_recompute_what_depends_on_them(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     """A re-run with other finetuning settings replaces the stale finetune, stores, probes and interventions in
     the run directory (no 'holds a different run' refusal) and reuses the datasets."""
     raw = tiny_config(tmp_path, [str(tiny_models["llama"])], ["addition"])

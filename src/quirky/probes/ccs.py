@@ -43,6 +43,10 @@ from quirky.probes.optim import (
     spectral_preconditioner,
 )
 
+# trial step sizes relative to the quasi-Newton step (free on cached logits), and curvature pairs kept
+CCS_STEPS = (4.0, 2.0, 1.0, 0.5, 0.25, 0.1)
+CCS_HISTORY = 100
+
 
 def ccs_loss(logits: Tensor) -> Tensor:
     """Unregularised CCS loss of logits [..., n, 2, R] -> [..., R] (consistency + confidence)."""
@@ -97,24 +101,25 @@ class _CcsObjective:
         z = z + (b + c)[:, None, :]
         return z.permute(0, 2, 1).reshape(self.num_layers * self.r, 2 * self.n)
 
-    def loss(self, z: Tensor, v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
+    def loss(self, z: Tensor, v: Tensor, need: Tensor) -> Tensor:
         p = torch.sigmoid(z).unflatten(-1, (self.n, 2))  # [B, m, n, 2]
+        p0, p1 = p[..., 0], p[..., 1]
+        w, b = self._wb(v)
+        reg = self.wd * ((w * w).sum(-1) + b * b).reshape(z.shape[:2]) / 2
+        return (p0 + p1 - 1).pow(2).mean(dim=-1) + torch.minimum(p0, p1).pow(2).mean(dim=-1) + reg  # [B, m]
+
+    def gradient(self, v: Tensor, z: Tensor, need: Tensor) -> Tensor:
+        p = torch.sigmoid(z).unflatten(-1, (self.n, 2))  # [L*R, n, 2]
         p0, p1 = p[..., 0], p[..., 1]
         gap = p0 + p1 - 1
         low = torch.minimum(p0, p1)
-        w, b = self._wb(v)
-        reg = self.wd * ((w * w).sum(-1) + b * b).reshape(z.shape[:2]) / 2
-        loss = gap.pow(2).mean(dim=-1) + low.pow(2).mean(dim=-1) + reg  # [B, m]
         first = (p0 <= p1).to(p.dtype)
         g0 = (2 * gap + 2 * low * first) * p0 * (1 - p0) / self.n
         g1 = (2 * gap + 2 * low * (1 - first)) * p1 * (1 - p1) / self.n
-        return loss, torch.stack([g0, g1], dim=-1).flatten(-2)  # aux: d loss / d logits [B, m, 2n]
-
-    def gradient(self, v: Tensor, g: Tensor, need: Tensor) -> Tensor:
         need_lr = need.reshape(self.num_layers, self.r)
         layers = need_lr.any(dim=1)
         w, b = self._wb(v)  # [L, R, d]
-        g = g.reshape(self.num_layers, self.r, 2 * self.n)
+        g = torch.stack([g0, g1], dim=-1).reshape(self.num_layers, self.r, 2 * self.n)  # d loss / d logits
         gsum = g.sum(dim=-1)  # [L, R]
         cols = active_columns(need_lr)
         if cols is None:
@@ -212,10 +217,10 @@ class CcsProbe(Probe):
             gtol=self.gtol,
             ftol=self.ftol,
             wtol=self.wtol,
-            steps=(1.0, 0.3),
+            steps=CCS_STEPS,
             # curvature pairs: torch's 100 when the data are large; with few examples the two-loop recursion
             # over 10 restarts x layers would cost more than the passes over the data that it saves
-            history=int(min(100, max(10, n // r))),
+            history=int(min(CCS_HISTORY, max(10, n // r))),
         )
         v = res.x.reshape(num_layers, r, d + 1)
         w_all, b_all = pre.to_weights(v[..., :d]), v[..., d] / b_sq

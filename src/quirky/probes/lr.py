@@ -23,6 +23,7 @@ from quirky.probes.base import Probe, flatten_pairs, linear_score
 from quirky.probes.optim import Preconditioner, bmm_layers, lbfgs, spectral_preconditioner
 
 BIAS_SQ = 0.5  # sqrt of the bias' Hessian diagonal (1/4) at w = 0
+LR_STEPS = (2.0, 1.0, 0.5)  # trial step sizes relative to the quasi-Newton step (free on cached logits)
 
 
 class _Logistic:
@@ -41,12 +42,12 @@ class _Logistic:
         s = bmm_layers(self.x, w[..., None], need)[..., 0]  # [L, n]
         return s - (self.mean * w).sum(-1, keepdim=True) + b[:, None]
 
-    def loss(self, s: Tensor, v: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
+    def loss(self, s: Tensor, v: Tensor, need: Tensor) -> Tensor:
         w, _ = self._wb(v)  # [L, m, f]
-        loss = (torch.nn.functional.softplus(s) - self.y * s).mean(dim=-1) + self.l2 * (w * w).sum(-1)
-        return loss, (torch.sigmoid(s) - self.y) / s.shape[-1]  # aux: d loss / d s  [L, m, n]
+        return (torch.nn.functional.softplus(s) - self.y * s).mean(dim=-1) + self.l2 * (w * w).sum(-1)
 
-    def gradient(self, v: Tensor, r: Tensor, need: Tensor) -> Tensor:
+    def gradient(self, v: Tensor, s: Tensor, need: Tensor) -> Tensor:
+        r = (torch.sigmoid(s) - self.y) / s.shape[-1]  # d loss / d s  [L, n]
         w, _ = self._wb(v)
         gw = bmm_layers(r.unsqueeze(1), self.x, need).squeeze(1) - self.mean * r.sum(-1, keepdim=True)
         gw = gw + 2 * self.l2 * w
@@ -64,7 +65,7 @@ def fit_logistic(
     var, mean = torch.var_mean(x, dim=1, unbiased=False)  # [L, f]
     pre = spectral_preconditioner(x, mean, var, curvature=0.25, ridge=2 * l2, rank=rank, seed=seed)
     v0 = torch.zeros(num_layers, f + 1, device=x.device, dtype=x.dtype)
-    res = lbfgs(_Logistic(x, y, mean, pre, l2), v0, max_iter=max_iter, gtol=gtol)
+    res = lbfgs(_Logistic(x, y, mean, pre, l2), v0, max_iter=max_iter, gtol=gtol, steps=LR_STEPS)
     w = pre.to_weights(res.x[:, :f])
     b = res.x[:, f] / BIAS_SQ - (mean * w).sum(-1)  # fold the centring into the bias
     return w, b, res.n_iter, res.converged
