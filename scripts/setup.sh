@@ -24,9 +24,14 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] 
         "${PIP[@]}" install "torch==$TORCH_VERSION"
     else
         echo "[setup] no GPU: installing the CPU build of torch==$TORCH_VERSION"
-        # A local wheel (pip's find-links) is used when present; otherwise PyTorch's CPU-only index.
-        "${PIP[@]}" install --no-index "torch==$TORCH_VERSION" 2>/dev/null \
-            || "${PIP[@]}" install "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+        # A local wheel (pip's find-links) is used when present: torch alone from it (its dependencies are not
+        # there), then its dependencies from the usual index.  Otherwise PyTorch's CPU-only index.
+        if "${PIP[@]}" install --no-index --no-deps "torch==$TORCH_VERSION" 2>/dev/null; then
+            "${PIP[@]}" install "torch==$TORCH_VERSION"
+        else
+            "${PIP[@]}" install "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu \
+                --extra-index-url https://pypi.org/simple
+        fi
     fi
 fi
 
