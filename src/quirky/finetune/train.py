@@ -214,7 +214,9 @@ def _save_model(model: Any, tokenizer: Any, target: Path, *, full: bool, model_n
         return
     for cfg in model.peft_config.values():
         cfg.base_model_name_or_path = model_name  # portable: the name the user gave, not a cache path
-    model.save_pretrained(target, safe_serialization=True)
+    # The vocabulary is never resized here, so the base embeddings need not be saved; saying so stops peft from
+    # looking the model name up on the hub to find out (a warning offline, e.g. for `smollm2`).
+    model.save_pretrained(target, safe_serialization=True, save_embedding_layers=False)
 
 
 # ------------------------------------------------------------------------------------------------ training
