@@ -75,7 +75,7 @@ def print_headlines(record: dict[str, Any]) -> None:
         "PGR",
         "anomaly AUROC",
     ):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("model", "dataset"))  # wrap the headers, never the names
     for job in record["results"]:
         h = headlines(job)
         table.add_row(
