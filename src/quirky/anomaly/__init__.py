@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from quirky._lazy import lazy_getattr
+from quirky._lazy import lazy_exports
 
 _EXPORTS = {
     "quirky.anomaly.detectors": (
@@ -22,7 +22,7 @@ _EXPORTS = {
         "recall_at_fpr",
     ),
 }
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from quirky.anomaly.detectors import DETECTOR_FEATURES, GaussianDetector, make_detector

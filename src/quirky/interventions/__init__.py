@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from quirky._lazy import lazy_getattr
+from quirky._lazy import lazy_exports
 
 _EXPORTS = {
     "quirky.interventions.reflect": (
@@ -14,7 +14,7 @@ _EXPORTS = {
         "reflect_last_position",
     ),
 }
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from quirky.interventions.reflect import decoder_layers, final_norm, householder, reflect_last_position

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from quirky._lazy import lazy_getattr
+from quirky._lazy import lazy_exports
 
 _EXPORTS = {
     "quirky.models.loading": (
@@ -18,7 +18,7 @@ _EXPORTS = {
         "resolve_model",
     ),
 }
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from quirky.models.loading import (

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from quirky._lazy import lazy_getattr
+from quirky._lazy import lazy_exports
 
 #: Every method, in the reference's order.  A plain list here (the classes live in `registry`), so that naming the
 #: methods, e.g. in the CLI's help, does not import torch.
@@ -38,7 +38,7 @@ _EXPORTS = {
     ),
     "quirky.probes.base": ("Probe",),
 }
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from quirky.probes.base import Probe

@@ -36,8 +36,7 @@ from quirky.probes.base import Probe
 from quirky.probes.optim import (
     FLOAT32_EPS,
     Preconditioner,
-    active_columns,
-    bmm_layers,
+    bmm_running,
     kaiming_uniform,
     lbfgs,
     spectral_preconditioner,
@@ -61,7 +60,7 @@ class _CcsObjective:
     """The batched CCS objective (see `optim.Objective`) over problems (layer, restart), in the preconditioned
     variables v = [S^-1 w ; b sqrt(1/4 + wd)], with an analytic gradient (autograd's backward of the batched
     product is ~3x slower than one GEMM).  Logits are [L*R, 2n] in the pair data's row order (neg, pos per
-    example); only the restarts still running enter the products (`optim.active_columns`)."""
+    example); only the restarts still running enter the products (`optim.bmm_running`)."""
 
     def __init__(
         self,
@@ -90,15 +89,7 @@ class _CcsObjective:
         w, b = self._wb(v)  # [L, R, d], [L, R]
         u, c = erased_weight(w, self.eraser)
         need_lr = need.reshape(self.num_layers, self.r)
-        cols = active_columns(need_lr)
-        layers = need_lr.any(dim=1)
-        if cols is None:
-            z = bmm_layers(self.flat, u.mT, layers)  # [L, 2n, R]
-        else:
-            z = u.new_zeros(self.num_layers, 2 * self.n, self.r)
-            z_act = bmm_layers(self.flat, u.gather(1, cols[..., None].expand(-1, -1, self.d)).mT, layers)
-            z.scatter_(2, cols[:, None, :].expand(-1, 2 * self.n, -1), z_act)
-        z = z + (b + c)[:, None, :]
+        z = bmm_running(self.flat, u.mT, need_lr, "cols") + (b + c)[:, None, :]  # [L, 2n, R]
         return z.permute(0, 2, 1).reshape(self.num_layers * self.r, 2 * self.n)
 
     def loss(self, z: Tensor, v: Tensor, need: Tensor) -> Tensor:
@@ -116,18 +107,12 @@ class _CcsObjective:
         first = (p0 <= p1).to(p.dtype)
         g0 = (2 * gap + 2 * low * first) * p0 * (1 - p0) / self.n
         g1 = (2 * gap + 2 * low * (1 - first)) * p1 * (1 - p1) / self.n
-        need_lr = need.reshape(self.num_layers, self.r)
-        layers = need_lr.any(dim=1)
         w, b = self._wb(v)  # [L, R, d]
         g = torch.stack([g0, g1], dim=-1).reshape(self.num_layers, self.r, 2 * self.n)  # d loss / d logits
         gsum = g.sum(dim=-1)  # [L, R]
-        cols = active_columns(need_lr)
-        if cols is None:
-            gu = bmm_layers(g, self.flat, layers)  # [L, R, d] = d loss / d u
-        else:
-            gu = w.new_zeros(self.num_layers, self.r, self.d)
-            g_act = bmm_layers(g.gather(1, cols[..., None].expand(-1, -1, 2 * self.n)), self.flat, layers)
-            gu.scatter_(1, cols[..., None].expand(-1, -1, self.d), g_act)
+        gu = bmm_running(
+            g, self.flat, need.reshape(self.num_layers, self.r), "rows"
+        )  # [L, R, d] = d loss / d u
         # u = P^T w and c = center . right^T (left^T w): chain rule back to w
         gw = gu - (gu @ self.right.mT) @ self.left.mT + gsum[..., None] * self.dc_dw[:, None, :] + self.wd * w
         gb = gsum + self.wd * b

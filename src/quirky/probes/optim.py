@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -51,12 +51,8 @@ class LbfgsResult:
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).sum(dim=-1)
-
-
-def _bdot(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise dot products of a, b [B, p] (`vecdot`: as fast as a fused kernel; a batched matrix product of
-    [B, 1, p] x [B, p, 1] is ~10x slower on CPU)."""
+    """Row-wise dot products of a, b [B, p] (`vecdot`; a batched matrix product of [B, 1, p] x [B, p, 1] is ~10x
+    slower on CPU)."""
     return torch.linalg.vecdot(a, b)
 
 
@@ -173,12 +169,12 @@ def lbfgs(
         alphas = []
         for k in range(filled):
             j = (slot - 1 - k) % history
-            a = rho[j] * _bdot(s_hist[j], q)
+            a = rho[j] * _dot(s_hist[j], q)
             q.addcmul_(a[:, None], y_hist[j], value=-1.0)
             alphas.append((j, a))
         r = q.mul_(gamma[:, None])
         for j, a in reversed(alphas):
-            beta = rho[j] * _bdot(y_hist[j], r)
+            beta = rho[j] * _dot(y_hist[j], r)
             r.addcmul_((a - beta)[:, None], s_hist[j])
         d = r
         gd = _dot(g, d)
@@ -268,10 +264,7 @@ def lbfgs(
 
 def active_columns(need: Tensor) -> Tensor | None:
     """For need [L, R] (which of R problems per layer still run): indices [L, k] of the running ones first, k =
-    the most that run in any layer; None when every problem needs computing anyway.
-
-    Why: the products of CCS's 10 restarts are compute-bound GEMMs, so a restart that has stopped should drop
-    out of them, not just out of the optimiser's bookkeeping."""
+    the most that run in any layer; None when every problem needs computing anyway."""
     k = int(need.sum(dim=1).max()) if need.numel() else 0
     if k >= need.shape[1]:
         return None
@@ -352,6 +345,30 @@ def bmm_layers(a: Tensor, b: Tensor, layers: Tensor | None) -> Tensor:
     for layer in torch.nonzero(layers).flatten().tolist():
         torch.mm(a[layer], b[layer], out=out[layer])
     return out
+
+
+def bmm_running(a: Tensor, b: Tensor, need: Tensor, problems: Literal["rows", "cols"]) -> Tensor:
+    """torch.bmm(a, b) for the running problems only: need [L, R] marks them, and they are the rows of a
+    (`problems="rows"`, out [L, R, M]) or the columns of b (`"cols"`, out [L, N, R]); stopped ones come back as
+    zeros, and so do layers where none runs.
+
+    Why: the products of CCS's 10 restarts are compute-bound GEMMs, so a restart that has stopped should drop
+    out of them, not just out of the optimiser's bookkeeping.  The running problems are gathered (padded to the
+    most that run in any layer) and multiplied in the operands' own layout.
+    """
+    layers = need.any(dim=1)
+    cols = active_columns(need)
+    if cols is None:
+        return bmm_layers(a, b, layers)
+    idx = cols[..., None]  # [L, k, 1]
+    if problems == "rows":
+        part = bmm_layers(a.gather(1, idx.expand(-1, -1, a.shape[2])), b, layers)  # [L, k, M]
+        out = part.new_zeros(a.shape[0], a.shape[1], b.shape[2])
+        return out.scatter_(1, idx.expand(-1, -1, b.shape[2]), part)
+    bt = b.mT  # the problems are rows of b^T: gather those, multiply by their transpose view
+    part = bmm_layers(a, bt.gather(1, idx.expand(-1, -1, bt.shape[2])).mT, layers)  # [L, N, k]
+    out = part.new_zeros(a.shape[0], a.shape[1], b.shape[2])
+    return out.scatter_(2, cols[:, None, :].expand(-1, a.shape[1], -1), part)
 
 
 def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from quirky._lazy import lazy_getattr
+from quirky._lazy import lazy_exports
 
 _EXPORTS = {
     "quirky.report.build": ("build_report",),
@@ -14,7 +14,7 @@ _EXPORTS = {
         "model_slug",
     ),
 }
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from quirky.report.build import build_report
