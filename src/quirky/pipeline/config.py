@@ -37,6 +37,13 @@ class FinetuneConfig:
     preset: str | None = None
     # Any other finetuning setting (lr, steps, lora_rank, batch_size, ...), passed through to quirky.finetune.
     settings: dict[str, Any] = field(default_factory=dict)
+    # Per-dataset overrides of `settings`, e.g. {sentiment = {steps = 80, batch_size = 8}}: long prompts cost
+    # more per step, so one CPU budget needs fewer steps there.
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def settings_for(self, dataset: str) -> dict[str, Any]:
+        """The finetuning settings of one dataset: the shared ones, then that dataset's overrides."""
+        return {**self.settings, **self.datasets.get(dataset, {})}
 
 
 @dataclass
@@ -176,7 +183,31 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         raise QuirkyError(
             f"config: [executor] kind must be one of {', '.join(_EXECUTORS)}, got {cfg.executor.kind!r}"
         )
+    _check_finetune(cfg)
     return cfg
+
+
+def _check_finetune(cfg: RunConfig) -> None:
+    """Fail before any work on an unknown preset, setting or per-dataset key (not after hours of finetuning)."""
+    f = cfg.finetune
+    stray = sorted(set(f.datasets) - set(cfg.datasets.names))
+    if stray:
+        raise QuirkyError(
+            f"config: [finetune.datasets] names {', '.join(stray)}, which [datasets] names does not list; "
+            f"add them to [datasets] names or remove their settings"
+        )
+    if not f.enabled:
+        return
+    from quirky.finetune.config import preset_config
+
+    for name in cfg.datasets.names:
+        settings = f.settings_for(name)
+        settings.setdefault("setup", cfg.datasets.setup)
+        where = f"[finetune.datasets.{name}]" if name in f.datasets else "[finetune]"
+        try:
+            preset_config(f.preset, **settings)
+        except (QuirkyError, TypeError, ValueError) as e:
+            raise QuirkyError(f"config: {where}: {e}") from None
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -157,7 +157,7 @@ def _finetune(cfg: RunConfig, paths: JobPaths, log: Log) -> tuple[str, Path | No
     from quirky.finetune.config import preset_config
     from quirky.finetune.train import finetune
 
-    settings = dict(cfg.finetune.settings)
+    settings = cfg.finetune.settings_for(paths.dataset)
     settings.setdefault("setup", cfg.datasets.setup)
     ft_cfg = preset_config(cfg.finetune.preset, **settings)
     # the run directory is the pipeline's own: a stale result of other settings is replaced, the same is reused
