@@ -67,7 +67,8 @@ class ProbeConfig:
 @dataclass
 class AnomalyConfig:
     enabled: bool = True
-    method: str = "lr"
+    # Probe methods whose AE-trained per-layer scores feed the detectors (the paper's table has one row each).
+    methods: list[str] = field(default_factory=lambda: ["lr"])
     detectors: list[str] | None = None
     exclude_datasets: list[str] = field(default_factory=lambda: ["population"])
 
@@ -184,7 +185,31 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
             f"config: [executor] kind must be one of {', '.join(_EXECUTORS)}, got {cfg.executor.kind!r}"
         )
     _check_finetune(cfg)
+    _check_methods(cfg)
     return cfg
+
+
+def _check_methods(cfg: RunConfig) -> None:
+    """Probe and anomaly methods must exist, and the anomaly detectors can only read probes the run fits."""
+    from quirky.probes import METHODS
+
+    fitted = cfg.probe.methods if cfg.probe.methods is not None else list(METHODS)
+    for where, names in (
+        ("[probe] methods", fitted),
+        ("[probe] options", list(cfg.probe.options)),
+        ("[anomaly] methods", cfg.anomaly.methods if cfg.anomaly.enabled else []),
+    ):
+        unknown = [m for m in names if m not in METHODS]
+        if unknown:
+            raise QuirkyError(
+                f"config: {where} names unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}"
+            )
+    missing = [m for m in (cfg.anomaly.methods if cfg.anomaly.enabled else []) if m not in fitted]
+    if missing:
+        raise QuirkyError(
+            f"config: [anomaly] methods {', '.join(missing)} are not in [probe] methods; add them there "
+            "(the detectors read those probes' scores)"
+        )
 
 
 def _check_finetune(cfg: RunConfig) -> None:

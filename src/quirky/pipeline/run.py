@@ -238,7 +238,7 @@ def _anomaly(cfg: RunConfig, paths: JobPaths) -> dict[str, Any]:
         [paths.probes_dir],
         paths.anomaly_dir,
         detectors=tuple(a.detectors) if a.detectors else DEFAULT_DETECTORS,
-        methods=(a.method,),
+        methods=tuple(a.methods),
         exclude=tuple(a.exclude_datasets),
         activations=paths.activations_dir,
     )
