@@ -1,4 +1,5 @@
-"""`quirky datasets list | build | show`: build the quirky datasets and look inside them."""
+"""`quirky datasets list | build | show | import | export`: build the quirky datasets, look inside them, and
+exchange them with the Hugging Face hub layout of the published `quirky_<name>_raw` datasets."""
 
 from __future__ import annotations
 
@@ -78,6 +79,51 @@ def build_cmd(
     console.print(
         f"{name}: {state} in {out} ({sizes}; fingerprint {result.meta['fingerprint']})", highlight=False
     )
+
+
+@app.command("import")
+def import_cmd(
+    source: list[str] = typer.Argument(
+        ...,
+        help="hub id (EleutherAI/quirky_addition_raw), a snapshot/local directory, or train/validation/test parquet files",
+    ),
+    out: Path = typer.Option(..., "--out", help="output dataset directory (created atomically)"),
+    name: str | None = typer.Option(
+        None,
+        "--name",
+        help="dataset name (default: read from the id or path, e.g. quirky_addition_raw -> addition)",
+    ),
+) -> None:
+    """Import a published quirky `_raw` dataset into --out, usable by every stage like a built one."""
+    from quirky.datasets.hub_io import import_dataset
+
+    result = import_dataset(source, out, name=name)
+    sizes = ", ".join(f"{s} {n}" for s, n in result.meta["sizes"].items())
+    computed = result.meta["imported"]["computed"]
+    extra = f"; computed {', '.join(computed)}" if computed else ""
+    console.print(
+        f"{result.meta['name']}: imported into {out} ({sizes}{extra}; fingerprint {result.meta['fingerprint']})",
+        highlight=False,
+    )
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+
+
+@app.command("export")
+def export_cmd(
+    dataset_dir: Path = typer.Argument(..., help="a quirky dataset directory (built or imported)"),
+    out: Path = typer.Option(
+        ..., "--out", help="output folder in the hub layout (data/*.parquet + README.md)"
+    ),
+    repo_id: str | None = typer.Option(
+        None, "--repo-id", help="hub id to name in the dataset card's examples"
+    ),
+) -> None:
+    """Export a dataset in the hub layout with a dataset card; `datasets.load_dataset(OUT)` reads its 3 splits."""
+    from quirky.datasets.hub_io import export_dataset
+
+    export_dataset(dataset_dir, out, repo_id=repo_id)
+    console.print(f"exported {dataset_dir} to {out} (data/*.parquet + README.md)", highlight=False)
 
 
 @app.command("show")
