@@ -57,6 +57,10 @@ def _mount() -> None:
 
     app.add_typer(report_app, name="report")
 
+    from quirky.results.cli import app as results_app
+
+    app.add_typer(results_app, name="results")
+
     from quirky.pipeline.cli import demo_cmd, run_cmd
 
     app.command("run")(run_cmd)

@@ -1,0 +1,172 @@
+"""The committed results archive: the small outputs behind every number in docs/RESULTS.md.
+
+Why an archive: a run directory holds gigabytes (models, activations, scores) that cannot live in git, yet every
+number the docs quote must be re-derivable by anyone.  `collect` copies the small per-stage summaries of a run
+into `results/<name>/`, keeping the run directory's own layout (so `quirky report` reads the archive like a run),
+and trims the per-layer results table to the rows the tables need (the earliest informative layers, the final
+layer for the PGR floor and ceiling, and the LM's own log-odds).  `tables` turns an archive back into the
+Markdown tables of docs/RESULTS.md; `check` says whether the committed docs still match the committed archive.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quirky.errors import QuirkyError
+from quirky.fileio import read_json, write_json
+from quirky.report.layout import ANOMALY, DATASETS, FINETUNE, PROBES, RUN_JSON, RunLayout, discover
+
+#: The marker that says a directory is a results archive written by `collect` (the only kind it overwrites).
+MARKER = "results-archive.json"
+#: Per-layer results rows kept in the archive (`results.csv` of the probe stage, trimmed).
+RESULT_ROWS = "results_eil.csv"
+_PROBE_FILES = ("summary.json", "pgr.csv", "eil.csv", "run.json")
+_FINETUNE_FILES = ("metrics.json", "finetune.json", "training_config.json", "timing.json")
+_TIME_FIELDS = {
+    "User time (seconds)": "user_s",
+    "System time (seconds)": "system_s",
+    "Maximum resident set size (kbytes)": "max_rss_kb",
+    "Elapsed (wall clock) time (h:mm:ss or m:ss)": "wall",
+}
+
+
+# ------------------------------------------------------------------------------------------------ collect
+def collect(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, time_log: Path | None = None
+) -> Path:
+    """Copy the small outputs of `run_dir` into the archive `out` (new, empty, or an earlier archive)."""
+    run = discover(run_dir)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise QuirkyError(
+            f"{out} is not empty and is not a results archive (no {MARKER}); choose a new --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    copied: list[str] = []
+
+    def keep(src: Path, rel: Path) -> None:
+        if src.is_file():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out / rel)
+            copied.append(rel.as_posix())
+
+    keep(run.run_json, Path(RUN_JSON))
+    for name, path in run.datasets.items():
+        keep(path / "dataset.json", Path(DATASETS, name, "dataset.json"))
+    for path in run.finetune.values():
+        for f in _FINETUNE_FILES:
+            keep(path / f, Path(FINETUNE, path.name, f))
+    for (model, dataset), path in run.probes.items():
+        rel = Path(PROBES, model, dataset)
+        for f in _PROBE_FILES:
+            keep(path / f, rel / f)
+        if (path / "results.parquet").is_file():
+            rows = trim_results(pd.read_parquet(path / "results.parquet"), path / "eil.csv")
+            (out / rel).mkdir(parents=True, exist_ok=True)
+            rows.to_csv(out / rel / RESULT_ROWS, index=False, float_format="%.6g")
+            copied.append((rel / RESULT_ROWS).as_posix())
+    for (model, dataset), path in run.anomaly.items():
+        keep(path / "anomaly.json", Path(ANOMALY, model, dataset, "anomaly.json"))
+    for (model, dataset, name), path in run.interventions.items():
+        keep(path / "interventions.json", Path("interventions", model, dataset, name, "interventions.json"))
+    resources = parse_time_log(time_log) if time_log is not None else None
+    if resources is not None:
+        write_json(out / "resources.json", resources)
+        copied.append("resources.json")
+    write_json(out / MARKER, {"kind": "quirky-results", "source": str(run.root), "files": sorted(copied)})
+    return out
+
+
+def trim_results(results: pd.DataFrame, eil_csv: Path) -> pd.DataFrame:
+    """The rows of a probe stage's per-layer table that the result tables read.
+
+    Kept: the LM's own rows; every method's rows at its earliest informative layers (where transfer AUROCs are
+    read); every row at the final layer (the PGR floor and ceiling are final-layer `lr` AUROCs).
+    """
+    final = int(results.loc[results["layer"] >= 0, "layer"].max())
+    keep = (results["method"] == "lm") | (results["layer"] == final)
+    if eil_csv.is_file():
+        eil = pd.read_csv(eil_csv)
+        pairs = set(zip(eil["method"], eil["train"], eil["eil_layer"], strict=True))
+        keep |= np.array(
+            [
+                (m, t, la) in pairs
+                for m, t, la in zip(results["method"], results["train"], results["layer"], strict=True)
+            ],
+            dtype=bool,
+        )
+    return results[keep].reset_index(drop=True)
+
+
+def parse_time_log(path: Path) -> dict[str, Any]:
+    """Peak memory and CPU seconds of a whole run, from GNU time's `-v` report."""
+    if not path.is_file():
+        raise QuirkyError(
+            f"time log {path} not found (write it with `/usr/bin/time -v quirky run ... 2> FILE`)"
+        )
+    found: dict[str, Any] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        key, _, value = line.strip().rpartition(": ")
+        if key in _TIME_FIELDS:
+            found[_TIME_FIELDS[key]] = value.strip()
+    if "max_rss_kb" not in found:
+        raise QuirkyError(f"{path} holds no GNU time -v report ('Maximum resident set size' is missing)")
+    return {
+        "peak_rss_gib": round(int(found["max_rss_kb"]) / 2**20, 2),
+        "cpu_s": round(float(found.get("user_s", "nan")) + float(found.get("system_s", "nan")), 1),
+        "wall": found.get("wall"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------- read
+@dataclass
+class Archive:
+    """A results archive (or a run directory: the layout is the same), read once."""
+
+    root: Path
+    layout: RunLayout
+    run: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Archive:
+        layout = discover(path)
+        run = read_json(layout.run_json) if layout.run_json.is_file() else {}
+        return cls(Path(path), layout, run)
+
+    def datasets(self) -> list[str]:
+        """Datasets in the run's configured order (the paper's), then any others."""
+        order = list(self.run.get("config", {}).get("datasets", {}).get("names", []))
+        found = sorted({ds for _, ds in self.layout.probes})
+        return [d for d in order if d in found] + [d for d in found if d not in order]
+
+    def probe_frame(self, name: str) -> pd.DataFrame:
+        """One probe-stage file (`pgr.csv`, `eil.csv`, `results_eil.csv`) of every (model, dataset), stacked."""
+        frames = []
+        for _, path in sorted(self.layout.probes.items()):
+            f = path / name
+            if not f.is_file() and name == RESULT_ROWS and (path / "results.parquet").is_file():
+                frames.append(trim_results(pd.read_parquet(path / "results.parquet"), path / "eil.csv"))
+            elif f.is_file():
+                frames.append(pd.read_csv(f))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def anomaly_results(self) -> pd.DataFrame:
+        rows = []
+        for _, path in sorted(self.layout.anomaly.items()):
+            for r in read_json(path / "anomaly.json")["results"]:
+                rows.append({k: v for k, v in r.items() if k != "source"})
+        return pd.DataFrame(rows)
+
+    def finetune_metrics(self) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for key, path in sorted(self.layout.finetune.items()):
+            if (path / "metrics.json").is_file():
+                out[key] = read_json(path / "metrics.json")
+        return out
