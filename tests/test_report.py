@@ -151,6 +151,7 @@ def report(run_dir: Path):
 
 SECTION_IDS = [key for key, _ in BUILDERS]
 EXPECTED_FIGURES = {
+    "summary_pgr",
     "finetune_curves",
     "lm_accuracy",
     "probe_auroc_layers_all",
@@ -214,10 +215,11 @@ def test_numbers_are_the_stage_outputs(report, run_dir: Path) -> None:
     anomaly = json.loads((run_dir / "anomaly" / MODEL / DATASET / "anomaly.json").read_text())
     got = {r["detector"]: r["AUROC"] for r in summary["sections"]["anomaly"]["results"]}
     assert got == {r["detector"]: pytest.approx(r["auroc"]) for r in anomaly["results"]}
-    assert summary["sections"]["overview"]["fingerprints"] == {f"datasets/{DATASET}": "0123456789abcdef"}
+    assert summary["sections"]["appendix"]["fingerprints"] == {f"datasets/{DATASET}": "0123456789abcdef"}
     # PGR per method: the probe stage's pgr.csv (one model, one dataset: model and dataset averages are identity)
     pgr_csv = pd.read_csv(run_dir / "probes" / MODEL / DATASET / "pgr.csv")
-    for table, info in summary["sections"]["transfer"]["pgr"].items():
+    assert set(summary["sections"]["summary"]["pgr"]) == {"AE->BH", "A->B"}
+    for table, info in summary["sections"]["summary"]["pgr"].items():
         got_pgr = {(r["method"], r["train"]): r["pgr"] for r in info["pgr"] if r["dataset"] == DATASET}
         want = pgr_csv[pgr_csv["table"] == table]
         assert len(want) == len(got_pgr) > 0
@@ -242,8 +244,9 @@ def test_missing_stages_are_reported_not_fatal(tmp_path: Path, run_dir: Path) ->
     shutil.copytree(run_dir / "datasets", partial / "datasets")
     result = build_report(partial)
     present = {s.id: s.present for s in result.sections}
-    assert present["datasets"] and present["overview"]
+    assert present["datasets"] and present["appendix"]
     assert not present["finetuning"] and not present["anomaly"] and not present["lm"]
+    assert not present["summary"]  # nothing probed yet: the summary says so instead of showing empty tables
     html = result.html.read_text()
     assert "(not run)" in html
     with pytest.raises(QuirkyError, match="does not look like a quirky run"):
@@ -279,11 +282,32 @@ window.addEventListener('load', function () {
     out.sections.push({id: s.id, visible: r.height > 0 && getComputedStyle(s).display !== 'none',
                        heading: (s.querySelector('h2') || {}).textContent || ''});
   });
+  // what a reader sees first: the sections and the table that start within the first screen
+  var screen = window.innerHeight;
+  out.viewport = {w: window.innerWidth, h: screen};
+  out.first_screen = [];
+  document.querySelectorAll('section').forEach(function (s) {
+    if (s.getBoundingClientRect().top < screen) { out.first_screen.push(s.id); }
+  });
+  var first = document.querySelector('section table');
+  if (first) {
+    var r = first.getBoundingClientRect();
+    var caption = first.previousElementSibling;
+    out.first_table = {section: first.closest('section').id, top: r.top, bottom: r.bottom,
+                       caption: caption ? caption.textContent : '',
+                       header: Array.from(first.querySelectorAll('th')).map(function (h) { return h.textContent; }),
+                       row: Array.from(first.querySelectorAll('tbody tr:first-child td')).map(function (c) {
+                         return c.textContent; })};
+  }
+  out.appendix_top = document.getElementById('appendix').getBoundingClientRect().top;
   var pre = document.createElement('pre'); pre.id = 'browser-check';
   pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
 });
 </script>
 """
+
+
+SCREEN = (1280, 900)  # a laptop browser window: what a reader sees before scrolling
 
 
 def _chromium() -> str | None:
@@ -315,6 +339,8 @@ def test_html_in_headless_browser(report, tmp_path: Path) -> None:
             "--enable-logging=stderr",
             "--v=0",
             "--virtual-time-budget=10000",
+            f"--window-size={SCREEN[0]},{SCREEN[1]}",
+            "--hide-scrollbars",
             f"--user-data-dir={tmp_path / 'profile'}",
             "--dump-dom",
             page.as_uri(),
@@ -339,6 +365,24 @@ def test_html_in_headless_browser(report, tmp_path: Path) -> None:
         line for line in proc.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()
     ]
     assert console_errors == []
+    # the first screen shows the results, not the configuration: the summary is the first section, its first
+    # table is the headline table, entirely visible without scrolling, and the appendix starts far below
+    assert result["viewport"]["w"] == SCREEN[0] and 0 < result["viewport"]["h"] <= SCREEN[1]
+    screen = result["viewport"]["h"]
+    assert result["first_screen"] == ["summary"], result["first_screen"]
+    head = result["first_table"]
+    assert head["section"] == "summary" and head["caption"].startswith("Headline numbers")
+    assert 0 < head["top"] < head["bottom"] <= screen, head
+    assert head["header"][:3] == ["dataset", "LM AUROC Alice (vs Alice)", "LM AUROC Bob (vs Bob)"]
+    probe_summary = json.loads((report.out_dir.parent / "probes" / MODEL / DATASET / "summary.json").read_text())
+    lm = probe_summary["lm"]
+    assert head["row"][:3] == [
+        DATASET,
+        f"{lm['A']['all']['alice_label']:.3f}",
+        f"{lm['B']['all']['bob_label']:.3f}",
+    ]
+    assert result["appendix_top"] > 2 * screen
+    assert result["sections"][-1]["id"] == "appendix"
 
 
 def test_several_models_and_datasets(run_dir: Path, tmp_path: Path) -> None:
@@ -350,11 +394,11 @@ def test_several_models_and_datasets(run_dir: Path, tmp_path: Path) -> None:
         shutil.copytree(src, multi / "probes" / model / dataset)
     result = build_report(multi)
     assert result.errors == {}
-    pgr = result.summary["sections"]["transfer"]["pgr"]
+    pgr = result.summary["sections"]["summary"]["pgr"]
     assert pgr["AE->BH"]["excluded"] == ["population"] and pgr["A->B"]["excluded"] == []
     single = json.loads(result.summary_json.read_text())  # JSON-clean copy
     for table in ("AE->BH", "A->B"):
-        rows = single["sections"]["transfer"]["pgr"][table]["pgr"]
+        rows = single["sections"]["summary"]["pgr"][table]["pgr"]
         by = {(r["method"], r["train"], r["dataset"]): r for r in rows}
         for (method, train, dataset), r in by.items():
             if dataset == "average":

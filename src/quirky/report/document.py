@@ -76,7 +76,7 @@ _CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 h1{border-bottom:2px solid #444;padding-bottom:.2em}h2{border-bottom:1px solid #bbb;padding-bottom:.15em;margin-top:2em}
-nav ul{columns:2;list-style:none;padding-left:0}nav li{margin:.15em 0}
+nav{font-size:.9em}nav ul{display:flex;flex-wrap:wrap;gap:.1em 1.2em;list-style:none;padding-left:0;margin:.2em 0}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}p.caption{font-style:italic;margin:1em 0 .2em}
@@ -94,7 +94,8 @@ def render_html(title: str, sections: list[Section]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        '<nav><h2 id="contents">Contents</h2><ul>',
+        # one compact line of links: the summary, not the table of contents, should fill the first screen
+        '<nav id="contents" aria-label="Contents"><ul>',
     ]
     for s in sections:
         status = "" if s.present else ' <span class="missing">(not run)</span>'

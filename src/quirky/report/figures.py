@@ -58,6 +58,24 @@ def _color_map(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     return {name: COLORS[i % len(COLORS)] for i, name in enumerate(names)}
 
 
+def outside_legend(fig: plt.Figure, axes: Sequence[plt.Axes]) -> None:
+    """One legend for the whole figure, right of the panels: a legend inside an axes hides the curves it names
+    (and per-panel legends repeat the same series).  Entries are deduplicated by label, in first-seen order."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if not label.startswith("_"):
+                entries.setdefault(label, handle)
+    if entries:
+        fig.legend(
+            list(entries.values()),
+            list(entries),
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            frameon=False,
+        )
+
+
 def line_panels(
     data: pd.DataFrame,
     *,
@@ -101,8 +119,8 @@ def line_panels(
             ax.set_ylabel(ylabel)
             if ylim is not None:
                 ax.set_ylim(*ylim)
-            ax.legend(loc="best", frameon=False)
         fig.tight_layout()
+        outside_legend(fig, axes)
         return _png(fig)
 
 
@@ -114,42 +132,69 @@ def grouped_bars(
     y: str,
     lo: str | None = None,
     hi: str | None = None,
+    panel: str | None = None,
     ylabel: str,
     title: str = "",
     ylim: tuple[float, float] | None = (0.0, 1.0),
     chance: float | None = 0.5,
+    reference: Sequence[float] = (),
 ) -> bytes:
-    """Bars of `y` grouped by `group` (x axis), one colour per `series`, with [lo, hi] error bars when given."""
+    """Bars of `y` grouped by `group` (x axis), one colour per `series`, with [lo, hi] error bars when given; one
+    panel per value of `panel` (side by side), grey lines at `chance` (dashed) and at each `reference` value (solid)."""
     with plt.rc_context(_STYLE):
-        groups = list(dict.fromkeys(data[group]))
+        panels = list(dict.fromkeys(data[panel])) if panel is not None else [None]
         names = list(dict.fromkeys(data[series]))
         colors = _color_map(names)
         width = 0.8 / max(len(names), 1)
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(groups) * max(len(names), 1) + 1.5), 3.0))
-        xs = np.arange(len(groups))
-        for i, s in enumerate(names):
-            part = data[data[series] == s].set_index(group)
-            vals = np.array([part[y].get(g, np.nan) for g in groups], dtype=float)
-            kwargs = {}
-            if lo is not None and hi is not None:
-                low = np.array([part[lo].get(g, np.nan) for g in groups], dtype=float)
-                high = np.array([part[hi].get(g, np.nan) for g in groups], dtype=float)
-                err = np.vstack([vals - low, high - vals])
-                kwargs = {"yerr": np.where(np.isfinite(err), err, 0.0), "capsize": 2, "error_kw": {"lw": 0.8}}
-            ax.bar(
-                xs + (i - (len(names) - 1) / 2) * width, vals, width, label=str(s), color=colors[s], **kwargs
-            )
-        if chance is not None:
-            ax.axhline(chance, color="grey", lw=0.8, ls="--")
-        ax.set_xticks(xs, [str(g) for g in groups], rotation=20 if len(groups) > 6 else 0)
-        ax.grid(axis="x", visible=False)
-        ax.set_ylabel(ylabel)
-        if ylim is not None:
-            ax.set_ylim(*ylim)
-        if title:
-            ax.set_title(title)
-        ax.legend(frameon=False, ncols=min(len(names), 4), loc="upper center", bbox_to_anchor=(0.5, -0.15))
+        n_groups = max(
+            data[data[panel] == p][group].nunique() if panel else data[group].nunique() for p in panels
+        )
+        fig, axes = plt.subplots(
+            1,
+            len(panels),
+            figsize=(max(4.0, 0.55 * n_groups * max(len(names), 1) + 1.5) * len(panels), 3.0),
+            squeeze=False,
+        )
+        flat = list(axes.flat)
+        for ax, name in zip(flat, panels, strict=True):
+            part_all = data if name is None else data[data[panel] == name]
+            groups = list(dict.fromkeys(part_all[group]))
+            xs = np.arange(len(groups))
+            for i, s in enumerate(names):
+                part = part_all[part_all[series] == s].set_index(group)
+                vals = np.array([part[y].get(g, np.nan) for g in groups], dtype=float)
+                kwargs = {}
+                if lo is not None and hi is not None:
+                    low = np.array([part[lo].get(g, np.nan) for g in groups], dtype=float)
+                    high = np.array([part[hi].get(g, np.nan) for g in groups], dtype=float)
+                    err = np.vstack([vals - low, high - vals])
+                    kwargs = {
+                        "yerr": np.where(np.isfinite(err), err, 0.0),
+                        "capsize": 2,
+                        "error_kw": {"lw": 0.8},
+                    }
+                ax.bar(
+                    xs + (i - (len(names) - 1) / 2) * width,
+                    vals,
+                    width,
+                    label=str(s),
+                    color=colors[s],
+                    **kwargs,
+                )
+            if chance is not None:
+                ax.axhline(chance, color="grey", lw=0.8, ls="--")
+            for value in reference:
+                ax.axhline(value, color="grey", lw=0.8)
+            ax.set_xticks(xs, [str(g) for g in groups], rotation=20 if len(groups) > 6 else 0)
+            ax.grid(axis="x", visible=False)
+            ax.set_ylabel(ylabel)
+            if ylim is not None:
+                ax.set_ylim(*ylim)
+            heading = " ".join(t for t in (title, "" if name is None else str(name)) if t)
+            if heading:
+                ax.set_title(heading)
         fig.tight_layout()
+        outside_legend(fig, flat)
         return _png(fig)
 
 
@@ -182,7 +227,6 @@ def finetune_curves(histories: Mapping[str, pd.DataFrame]) -> bytes:
                 ax.set_xlabel("training step")
                 if log_x:
                     ax.set_xscale("symlog", linthresh=1.0)
-                ax.legend(frameon=False)
             ax_loss.set_ylabel("cross-entropy")
             ax_loss.set_title(f"{name}: loss")
             ax_auc.set_ylabel("AUROC of LM log-odds")
@@ -190,6 +234,7 @@ def finetune_curves(histories: Mapping[str, pd.DataFrame]) -> bytes:
             ax_auc.axhline(0.5, color="grey", lw=0.6)
             ax_auc.set_title(f"{name}: answer AUROC")
         fig.tight_layout()
+        outside_legend(fig, list(axes.flat))
         return _png(fig)
 
 
@@ -222,8 +267,8 @@ def score_histograms(data: pd.DataFrame, *, panel: str, group: str, value: str, 
             ax.set_title(str(name))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("density")
-            ax.legend(frameon=False)
         fig.tight_layout()
+        outside_legend(fig, axes)
         return _png(fig)
 
 

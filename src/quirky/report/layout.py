@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from quirky.errors import QuirkyError
 
@@ -53,6 +54,8 @@ class RunLayout:
     interventions: dict[tuple[str, str, str], Path] = field(
         default_factory=dict
     )  # (model, dataset, name) -> dir
+    #: tables read once and shared by several report sections (not part of the layout)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def run_json(self) -> Path:

@@ -57,10 +57,11 @@ def _label(model: str, dataset: str, several_models: bool, several_datasets: boo
     return " / ".join(parts) or dataset
 
 
-# --------------------------------------------------------------------------------------------------- overview
-def overview(run: RunLayout) -> SectionResult:
-    """The run's config, software versions and fingerprints (run.json), and what stages are present."""
-    sec = Section("overview", "Run configuration, versions and fingerprints")
+# --------------------------------------------------------------------------------------------------- appendix
+def appendix(run: RunLayout) -> SectionResult:
+    """The run's config, software versions and fingerprints (run.json), and what stages are present: the
+    provenance a reader needs to reproduce the numbers, placed last so the results come first."""
+    sec = Section("appendix", "Appendix: configuration, versions and fingerprints")
     data: dict[str, Any] = {"present": True}
     stages = pd.DataFrame(
         [
@@ -297,14 +298,52 @@ CURVE_PANELS: tuple[tuple[str, str, str], ...] = (
 GRID_POINTS = 101
 
 
-def _probe_results(run: RunLayout) -> pd.DataFrame:
-    """Every probe run's results.parquet, with model/dataset named by their place in the run directory."""
+def probe_results(run: RunLayout) -> pd.DataFrame:
+    """Every probe run's results.parquet, with model/dataset named by their place in the run directory (read
+    once per report: several sections use it)."""
+    if "probe_results" in run.cache:
+        return run.cache["probe_results"]
     frames = []
     for (model, dataset), path in sorted(run.probes.items()):
         f = path / "results.parquet"
         if f.is_file():
             frames.append(pd.read_parquet(f).assign(model=model, dataset=dataset))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    run.cache["probe_results"] = out
+    return out
+
+
+def probe_tables(run: RunLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(EIL rows, PGR rows) of every probe run, recomputed from `results.parquet` (the CSVs round to 6 digits),
+    else read from `eil.csv` / `pgr.csv`.  Cached on `run`: the summary and the transfer section share them."""
+    if "probe_tables" in run.cache:
+        return run.cache["probe_tables"]
+    from quirky.experiments.pgr import DEFAULT_PGR_SPECS
+    from quirky.experiments.summary import eil_table, pgr_table
+
+    eils, pgrs = [], []
+    for (model, dataset), path in sorted(run.probes.items()):
+        if (path / "results.parquet").is_file():
+            results = pd.read_parquet(path / "results.parquet")
+            layers = int(results.loc[results["layer"] >= 0, "layer"].max()) + 1
+            eil = eil_table(results, layers)
+            eils.append(eil.assign(model=model, dataset=dataset))
+            pgrs.append(
+                pgr_table(results, eil, DEFAULT_PGR_SPECS, layers).assign(model=model, dataset=dataset)
+            )
+        else:
+            if (path / "eil.csv").is_file():
+                eils.append(pd.read_csv(path / "eil.csv").assign(model=model, dataset=dataset))
+            if (path / "pgr.csv").is_file():
+                pgrs.append(pd.read_csv(path / "pgr.csv").assign(model=model, dataset=dataset))
+    eils = [e for e in eils if len(e)]
+    pgrs = [g for g in pgrs if len(g)]
+    out = (
+        pd.concat(eils, ignore_index=True) if eils else pd.DataFrame(),
+        pd.concat(pgrs, ignore_index=True) if pgrs else pd.DataFrame(),
+    )
+    run.cache["probe_tables"] = out
+    return out
 
 
 def _num_layers(results: pd.DataFrame) -> dict[tuple[str, str], int]:
@@ -397,132 +436,122 @@ def _lm_references(results: pd.DataFrame, label_col: str, filt: str) -> dict[str
         vals = lm.loc[lm["test"] == test, "auroc"].to_numpy(dtype=float)
         vals = vals[np.isfinite(vals)]
         if vals.size:
-            refs[title] = [(f"LM on {test}", float(vals.mean()))]
+            refs[title] = [("LM's own answer on the test subset", float(vals.mean()))]
     return refs
 
 
+_VIEWS = {"all": "all examples", "disagree": "examples where Alice and Bob disagree"}
+
+
+def _layer_curves_png(
+    curves: pd.DataFrame, references: dict[str, list[tuple[str, float]]] | None = None, max_cols: int = 3
+) -> bytes:
+    """AUROC against Alice's labels by depth, one panel per `panel` of a `_curves`-shaped frame."""
+    return figures.line_panels(
+        curves,
+        panel="panel",
+        series="series",
+        x="x",
+        y="y",
+        lo="lo",
+        hi="hi",
+        references=references,
+        xlabel="layer (fraction of depth)",
+        ylabel="AUROC vs Alice's labels",
+        max_cols=max_cols,
+    )
+
+
+def probe_curve_figure(results: pd.DataFrame, filt: str) -> Figure | None:
+    """Probe AUROC against Alice's labels by layer for the CURVE_PANELS transfers, on one example filter; None
+    when the results hold no such curves.  The summary shows the `all` view, the probe section the others."""
+    curves = _curves(results, "alice_label", filt)
+    if curves.empty:
+        return None
+    n_runs = len({(m, d) for m, d in zip(results["model"], results["dataset"], strict=True)})
+    how = (
+        f"averaged over {n_runs} (model, dataset) runs on a common depth axis, band ±1.96 SE across runs"
+        if n_runs > 1
+        else "shaded: 95% bootstrap CI"
+    )
+    return Figure(
+        f"probe_auroc_layers_{filt}",
+        _layer_curves_png(curves, _lm_references(results, "alice_label", filt), max_cols=2),
+        f"Probe AUROC against Alice's (true) labels by layer, {_VIEWS.get(filt, filt)} ({how}). Each panel trains "
+        "on the first subset and tests on the second; dashed: the LM's own answer AUROC on the test subset.",
+    )
+
+
+def _per_dataset_curves(results: pd.DataFrame) -> pd.DataFrame:
+    """The AE→BH curves of each dataset (averaged over models when there are several), one panel per dataset."""
+    title = next(t for t, train, test in CURVE_PANELS if (train, test) == ("AE", "BH"))
+    frames = []
+    for dataset, g in results.groupby("dataset", sort=True):
+        c = _curves(g, "alice_label", "all")
+        frames.append(c[c["panel"] == title].assign(panel=str(dataset)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def probe_curves(run: RunLayout) -> SectionResult:
-    """AUROC against Alice's labels per layer, per method, for the Alice→Bob and easy→hard transfers."""
-    results = _probe_results(run)
+    """AUROC against Alice's labels per layer and method: the disagreement view of the summary's curves and, for
+    several datasets, the easy Alice → hard Bob curve of each dataset."""
+    results = probe_results(run)
     if results.empty:
         return _missing("probes", "Probe AUROC by layer", "no probes/<model>/<dataset>/results.parquet")
     sec = Section("probes", "Probe AUROC by layer")
     runs = sorted({(m, d) for m, d in zip(results["model"], results["dataset"], strict=True)})
-    several = len(runs) > 1
     data: dict[str, Any] = {"present": True, "runs": [f"{m}/{d}" for m, d in runs], "figures": []}
-    views = [("all", "all examples")]
+    sec.blocks.append(
+        Paragraph(
+            "The same curves on all examples are in the summary (figure 'Probe AUROC ... all examples')."
+        )
+    )
     if (results["filter"] == "disagree").any():
-        views.append(("disagree", "examples where Alice and Bob disagree"))
-    for filt, what in views:
-        curves = _curves(results, "alice_label", filt)
-        if curves.empty:
-            continue
-        name = f"probe_auroc_layers_{filt}"
-        how = (
-            f"averaged over {len(runs)} (model, dataset) runs on a common depth axis, band ±1.96 SE across runs"
-            if several
-            else "shaded: 95% bootstrap CI"
-        )
-        sec.blocks.append(
-            Figure(
-                name,
-                figures.line_panels(
-                    curves,
-                    panel="panel",
-                    series="series",
-                    x="x",
-                    y="y",
-                    lo="lo",
-                    hi="hi",
-                    references=_lm_references(results, "alice_label", filt),
-                    xlabel="layer (fraction of depth)",
-                    ylabel="AUROC vs Alice's labels",
-                    max_cols=2,
-                ),
-                f"Probe AUROC against Alice's (true) labels by layer, {what} ({how}). Each panel trains on the "
-                "first subset and tests on the second; dashed: the LM's own answer AUROC on the test subset.",
+        fig = probe_curve_figure(results, "disagree")
+        if fig is not None:
+            sec.blocks.append(fig)
+            data["figures"].append(fig.name)
+    if results["dataset"].nunique() > 1:
+        curves = _per_dataset_curves(results)
+        if not curves.empty:
+            name = "probe_auroc_layers_by_dataset"
+            sec.blocks.append(
+                Figure(
+                    name,
+                    _layer_curves_png(curves),
+                    "Per dataset: AUROC against Alice's (true) labels on Bob's hard examples of probes trained on "
+                    "Alice's easy examples (AE→BH), by layer (averaged over models when there are several).",
+                )
             )
-        )
-        data["figures"].append(name)
-    if several:
+            data["figures"].append(name)
+    if len(runs) > 1:
         sec.blocks.append(Paragraph("Runs: " + ", ".join(f"{m} / {d}" for m, d in runs)))
     return sec, data
 
 
-def transfer_table(run: RunLayout, exclude_eh: tuple[str, ...] = ("population",)) -> SectionResult:
-    """EIL per probe and the PGR tables by method (and dataset), averaged the reference's way."""
-    from quirky.experiments.pgr import DEFAULT_PGR_SPECS
-    from quirky.experiments.summary import eil_table, pgr_table
-
-    eils, pgrs = [], []
-    for (model, dataset), path in sorted(run.probes.items()):
-        if (path / "results.parquet").is_file():
-            # recomputed from the full-precision table (the CSVs round to 6 digits)
-            results = pd.read_parquet(path / "results.parquet")
-            layers = int(results.loc[results["layer"] >= 0, "layer"].max()) + 1
-            eil = eil_table(results, layers)
-            eils.append(eil.assign(model=model, dataset=dataset))
-            pgrs.append(
-                pgr_table(results, eil, DEFAULT_PGR_SPECS, layers).assign(model=model, dataset=dataset)
-            )
-        else:
-            if (path / "eil.csv").is_file():
-                eils.append(pd.read_csv(path / "eil.csv").assign(model=model, dataset=dataset))
-            if (path / "pgr.csv").is_file():
-                pgrs.append(pd.read_csv(path / "pgr.csv").assign(model=model, dataset=dataset))
-    eils = [e for e in eils if len(e)]
-    pgrs = [g for g in pgrs if len(g)]
-    if not eils and not pgrs:
-        return _missing("transfer", "Transfer: EIL and PGR", "no probes/<model>/<dataset>/results.parquet")
-    from quirky.experiments.pgr import average_pgr
-
-    sec = Section("transfer", "Transfer: EIL and PGR")
+def transfer_table(run: RunLayout) -> SectionResult:
+    """The AUROC behind each PGR (method x dataset) and the EIL of every probe; the PGR tables themselves open
+    the report (summary)."""
+    eil, pgrs = probe_tables(run)
+    if eil.empty and pgrs.empty:
+        return _missing("transfer", "Transfer: EIL and AUROC", "no probes/<model>/<dataset>/results.parquet")
+    sec = Section("transfer", "Transfer: EIL and AUROC")
     data: dict[str, Any] = {"present": True}
     sec.blocks.append(
         Paragraph(
-            "PGR (performance gap recovered) = (AUROC − floor) / (ceiling − floor), AUROC against Alice's labels at "
-            "each probe's earliest informative layer (EIL); floor and ceiling are the final-layer lr AUROCs of "
-            "B→BH and A→AH (AE→BH table) or B→B and A→A (A→B table). Averages follow the reference: AUROC, floor "
-            "and ceiling are averaged over models, then over datasets, before taking the ratio."
+            "The AUROC against Alice's labels from which the summary's PGR tables are computed, read at each "
+            "probe's earliest informative layer (EIL: the first layer whose AUROC above 0.5 reaches 95% of the "
+            "best layer's, on the probe's own training distribution), averaged over models."
         )
     )
-    if pgrs:
-        rows = pd.concat(pgrs, ignore_index=True)
-        several_d = rows["dataset"].nunique() > 1
-        tables: dict[str, Any] = {}
-        for name, g in rows.groupby("table", sort=False):
-            excluded = [d for d in exclude_eh if "H" in str(name) and d in set(g["dataset"])]
-            avg = average_pgr(g, by=("table", "method", "train"), exclude_datasets=excluded)
-            pivot = avg.pivot_table(index=["method", "train"], columns="dataset", values="pgr", dropna=False)
-            cols = [c for c in pivot.columns if c != "average"] + (
-                ["average"] if "average" in pivot.columns else []
-            )
-            if not several_d:
-                cols = [c for c in cols if c != "average"]
-            pivot = pivot[cols].reset_index()
-            fc = g.groupby("dataset")[["floor", "ceiling"]].mean().reset_index()
-            caption = f"PGR, {name} (rows: method and training set; columns: dataset"
-            caption += ", 'average' as the reference computes it)" if several_d else ")"
-            if excluded:
-                caption += (
-                    f"; left out of the average: {', '.join(excluded)} (difficulty determines its label)"
-                )
-            sec.blocks.append(Table(pivot, caption, digits=2))
-            auc = avg.pivot_table(index=["method", "train"], columns="dataset", values="auc", dropna=False)
-            sec.blocks.append(
-                Table(
-                    auc[[c for c in cols if c in auc.columns]].reset_index(),
-                    f"AUROC at the EIL, {name}",
-                    digits=3,
-                )
-            )
-            sec.blocks.append(
-                Table(fc, f"Floor and ceiling, {name} (final-layer lr, averaged over models)", digits=3)
-            )
-            tables[str(name)] = {"pgr": avg.to_dict(orient="records"), "excluded": excluded}
-        data["pgr"] = tables
-    if eils:
-        eil = pd.concat(eils, ignore_index=True)
+    if not pgrs.empty:
+        auc_tables: dict[str, Any] = {}
+        for name, g in pgrs.groupby("table", sort=False):
+            auc = g.pivot_table(index=["method", "train"], columns="dataset", values="auc", dropna=False)
+            sec.blocks.append(Table(auc.reset_index(), f"AUROC at the EIL, {name}", digits=3))
+            auc_tables[str(name)] = g.to_dict(orient="records")
+        data["auroc"] = auc_tables
+    if not eil.empty:
         eil = eil[
             ["model", "dataset", "method", "train", "train_label", "eil_layer", "eil_fraction", "eil_auroc"]
         ]
@@ -725,8 +754,16 @@ def interventions(run: RunLayout) -> SectionResult:
     return sec, {"present": True, "results": table.to_dict(orient="records")}
 
 
+def summary(run: RunLayout) -> SectionResult:
+    """The results-first summary (`quirky.report.summary`, imported here lazily: it builds on this module)."""
+    from quirky.report.summary import summary as build
+
+    return build(run)
+
+
+#: The report's sections in reading order: results first, then each stage's details, the provenance last.
 BUILDERS: list[tuple[str, Callable[[RunLayout], SectionResult]]] = [
-    ("overview", overview),
+    ("summary", summary),
     ("datasets", datasets),
     ("finetuning", finetuning),
     ("lm", lm_accuracy),
@@ -734,4 +771,5 @@ BUILDERS: list[tuple[str, Callable[[RunLayout], SectionResult]]] = [
     ("transfer", transfer_table),
     ("anomaly", anomaly),
     ("interventions", interventions),
+    ("appendix", appendix),
 ]
