@@ -322,6 +322,9 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from quirky.models.published import split_adapter_repository
+
+    name_or_path, adapter = split_adapter_repository(name_or_path, adapter)  # a published LoRA repository
     source = resolve_model(name_or_path)
     dev = torch.device(device) if device is not None else default_device()
     torch_dtype = parse_dtype(dtype) or default_dtype(dev)
@@ -359,6 +362,9 @@ def model_identity(
     name_or_path: str | os.PathLike[str], adapter: str | os.PathLike[str] | None = None
 ) -> dict:
     """What goes into a fingerprint for (model, adapter): names plus content digests."""
+    from quirky.models.published import split_adapter_repository
+
+    name_or_path, adapter = split_adapter_repository(name_or_path, adapter)  # as load_model reads it
     source = resolve_model(name_or_path)
     out: dict[str, Any] = {"model": source.describe()}
     if adapter is not None:
