@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import quirky
+from quirky.cards import CARD_FILE, CITATION, read_front_matter, render_card
 from quirky.datasets.build import difficulty_quantiles, make_ids
 from quirky.datasets.layout import (
     CHARACTERS,
@@ -428,18 +429,10 @@ def _name_in_folder(path: Path) -> str | None:
         return None
     if (path / META_FILE).is_file():
         return str(read_meta(path)["name"])
-    card = path / "README.md"
-    if card.is_file():
-        import yaml
-
-        parts = card.read_text(errors="replace").split("---", 2)
-        try:
-            front = yaml.safe_load(parts[1]) if len(parts) == 3 and not parts[0].strip() else None
-        except yaml.YAMLError:
-            front = None
-        declared = front.get("quirky") if isinstance(front, dict) else None
-        if isinstance(declared, dict) and declared.get("dataset") in DATASET_NAMES:
-            return str(declared["dataset"])
+    front = read_front_matter(path / CARD_FILE)
+    declared = front.get("quirky") if front is not None else None
+    if isinstance(declared, dict) and declared.get("dataset") in DATASET_NAMES:
+        return str(declared["dataset"])
     return None
 
 
@@ -561,8 +554,6 @@ def _feature_yaml(dtype: pa.DataType) -> dict[str, Any]:
 
 def dataset_card(dataset_dir: Path, meta: Mapping[str, Any], repo_id: str | None) -> str:
     """README.md for an exported dataset: YAML front matter (configs, features, splits) and a description."""
-    import yaml
-
     spec = get_spec(str(meta["name"]))
     schema = pq.read_schema(dataset_dir / "train.parquet")
     front = {
@@ -633,17 +624,8 @@ ds = datasets.load_dataset("{load_id}")   # DatasetDict with train / validation 
 quirky datasets import {load_id} --out data/{spec.name}   # a quirky dataset directory for every stage
 ```
 
-## Citation
-
-```bibtex
-@misc{{mallen2023eliciting,
-  title={{Eliciting Latent Knowledge from Quirky Language Models}},
-  author={{Alex Mallen and Madeline Brumley and Julia Kharchenko and Nora Belrose}},
-  year={{2023}}, eprint={{2312.01037}}, archivePrefix={{arXiv}}, primaryClass={{cs.LG}}
-}}
-```
 """
-    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n" + body
+    return render_card(front, body + "\n" + CITATION)
 
 
 def export_dataset(dataset_dir: str | Path, out: str | Path, *, repo_id: str | None = None) -> Path:
@@ -657,10 +639,10 @@ def export_dataset(dataset_dir: str | Path, out: str | Path, *, repo_id: str | N
     if missing:
         raise QuirkyError(f"{src} lacks {', '.join(f'{s}.parquet' for s in missing)}; rebuild the dataset.")
     out = Path(out)
-    _check_out(out, [src], owned=("README.md", HUB_DATA_DIR), what="an exported quirky dataset")
+    _check_out(out, [src], owned=(CARD_FILE, HUB_DATA_DIR), what="an exported quirky dataset")
     with atomic_dir(out) as tmp:
         (tmp / HUB_DATA_DIR).mkdir()
         for split in SPLITS:
             shutil.copyfile(src / f"{split}.parquet", tmp / HUB_DATA_DIR / f"{split}-00000-of-00001.parquet")
-        write_bytes(tmp / "README.md", dataset_card(src, meta, repo_id).encode())
+        write_bytes(tmp / CARD_FILE, dataset_card(src, meta, repo_id).encode())
     return out

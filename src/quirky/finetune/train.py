@@ -53,6 +53,7 @@ from quirky.finetune.data import (
 )
 from quirky.finetune.evaluate import METRIC_KEYS, evaluate_examples, format_metrics
 from quirky.finetune.lora import add_lora
+from quirky.finetune.model_card import write_model_card
 
 RUN_FILE = "run.json"
 DONE_FILE = "finetune.json"
@@ -135,9 +136,12 @@ def run_identity(model: str, dataset_dir: str | Path, config: FinetuneConfig) ->
     from quirky.models import model_identity
 
     meta = read_meta(dataset_dir)
+    model_ident = model_identity(model)
     return {
         "format": FORMAT_VERSION,
-        "model": model_identity(model)["model"],
+        "model": model_ident["model"],
+        # a LoRA repository given as the model (quirky.models.published) is its base plus that adapter
+        **({"model_adapter": model_ident["adapter"]} if model_ident["adapter"] else {}),
         "dataset": {"name": meta.get("name"), "fingerprint": meta.get("fingerprint")},
         "config": config.result_fields(),
     }
@@ -513,6 +517,7 @@ def _write_final(
                 "quirky_version": quirky.__version__,
             },
         )
+        write_model_card(tmp, run_info, history, merged=merged)  # README.md: the hub's model-card format
 
 
 def _checkpoint(
