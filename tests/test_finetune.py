@@ -354,7 +354,7 @@ def test_bad_input_gives_clear_errors(tiny: dict[str, Path], tmp_path: Path) -> 
         encode_examples(tok, df, max_length=64)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(QuirkyError, match="holds no finetuning run"):
+    with pytest.raises(QuirkyError, match="not a finetuning run"):
         finetune(llama, tiny["data"], tmp_path / "busy", FinetuneConfig(**FAST), log=None)
     with pytest.raises(QuirkyError, match="unknown finetuning preset"):
         preset_config("nope")

@@ -7,9 +7,11 @@ cached artefact is keyed by a fingerprint of exactly the inputs and settings tha
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -55,12 +57,63 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         _normal_mode(tmp, directory=True)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        swap_in(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _asides(path: Path) -> list[Path]:
+    """Old versions of `path` renamed aside by `swap_in` (newest last)."""
+    # exact pattern: a sibling named e.g. "out.x" has asides ".out.x.swap-*.old" that must never match "out"
+    pattern = re.compile(re.escape(f".{path.name}.swap-") + r"[a-z0-9_]+\.old")
+    found = [
+        p for p in path.parent.glob(f".{glob.escape(path.name)}.swap-*.old") if pattern.fullmatch(p.name)
+    ]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def swap_in(new: Path, path: Path) -> None:
+    """Make `new` (a finished file or directory beside `path`) become `path`, crash-safely.
+
+    Why: deleting the old version before renaming the new one in loses both if anything fails in between.  Here
+    the old version is renamed aside, the new one renamed in, and only then is the old one deleted; a crash at
+    any point leaves one complete version, which `recover_swap` puts back in place if `path` is missing.
+    """
+    old = None
+    if path.exists() or path.is_symlink():
+        # a unique free name: reserve it with mkdtemp, then free it for the rename
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.swap-", suffix=".old", dir=path.parent))
+        os.rmdir(old)
+        os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        if old is not None and not path.exists():
+            os.rename(old, path)
+        raise
+    if old is not None:
+        _remove(old)
+
+
+def recover_swap(path: str | os.PathLike[str]) -> None:
+    """Finish a swap that a crash interrupted: restore the aside copy if `path` is missing, else drop leftovers."""
+    path = Path(path)
+    asides = _asides(path)
+    if not asides:
+        return
+    if not path.exists() and not path.is_symlink():
+        os.rename(asides.pop(), path)
+    for old in asides:
+        _remove(old)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

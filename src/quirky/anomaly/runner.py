@@ -22,7 +22,8 @@ from quirky.anomaly.detectors import DETECTOR_FEATURES
 from quirky.anomaly.experiment import evaluate_detector, exclusion_reason
 from quirky.anomaly.inputs import hidden_features, open_probe_run, probe_score_features
 from quirky.errors import QuirkyError
-from quirky.fileio import atomic_dir, fingerprint, read_json, write_json
+from quirky.fileio import fingerprint, read_json, write_json
+from quirky.outdir import check_output, replace_output
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def run_anomaly(
     if not methods and any(DETECTOR_FEATURES[d] == "probe-scores" for d in detectors):
         raise QuirkyError("give at least one --method for the probe-score detectors")
     out = Path(out)
+    inputs = [*probes, activations]
+    check_output(out, "anomaly", inputs=inputs)  # refuse before any work, never after
     runs = [open_probe_run(p) for p in probes]
     config = {
         "kind": "quirky-anomaly",
@@ -133,7 +136,7 @@ def run_anomaly(
         "results": results,
         "summary": summarize(results),
     }
-    with atomic_dir(out) as tmp:
+    with replace_output(out, "anomaly", inputs=inputs) as tmp:
         pd.concat(score_rows, ignore_index=True).to_parquet(tmp / SCORES, index=False)
         write_json(tmp / RESULT_JSON, doc)
     return read_json(out / RESULT_JSON)

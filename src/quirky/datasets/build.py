@@ -26,7 +26,8 @@ from quirky.datasets.layout import CHARACTERS, META_FILE, SPLITS, arg_type, reco
 from quirky.datasets.registry import get_spec
 from quirky.datasets.spec import BuildRequest, DatasetSpec
 from quirky.errors import QuirkyError
-from quirky.fileio import atomic_dir, file_digest, fingerprint, read_json, write_json
+from quirky.fileio import file_digest, fingerprint, read_json, write_json
+from quirky.outdir import check_output, replace_output
 
 #: Splits are filled in this order; train comes last so that `n_train=-1` takes the rest.
 _FILL_ORDER: tuple[str, ...] = ("validation", "test", "train")
@@ -312,6 +313,19 @@ def _check_out_dir(out: Path, name: str) -> dict[str, Any] | None:
     return None
 
 
+def _files_intact(out: Path, meta: Mapping[str, Any]) -> bool:
+    """Every split is present with the digest recorded when it was written (a truncated or edited parquet is not
+    "up to date": it is rebuilt)."""
+    digests = meta.get("files")
+    if not isinstance(digests, Mapping):
+        return False
+    for s in SPLITS:
+        f = out / f"{s}.parquet"
+        if not f.is_file() or digests.get(s) != file_digest(f):
+            return False
+    return True
+
+
 def build_dataset(
     name: str,
     out: str | Path,
@@ -333,12 +347,13 @@ def build_dataset(
         raise QuirkyError(f"source {source_path} does not exist; pass an existing file with --source.")
     request = {"seed": seed, "sizes": sizes, "options": resolved, "source": _source_info(source_path)}
 
+    check_output(out, "datasets", inputs=[source_path])  # refuse before any work, never after
     existing = _check_out_dir(out, spec.name)
     if (
         existing is not None
         and existing.get("request") == request
         and existing.get("quirky_version") == quirky.__version__
-        and all((out / f"{s}.parquet").is_file() for s in SPLITS)
+        and _files_intact(out, existing)
     ):
         return BuildResult(out=out, meta=existing, up_to_date=True)
 
@@ -362,7 +377,7 @@ def build_dataset(
     schema = record_schema(arg_types)
 
     questions = base["question"].tolist()
-    with atomic_dir(out) as tmp:
+    with replace_output(out, "datasets", inputs=[source_path]) as tmp:
         for split in SPLITS:
             write_split(tmp / f"{split}.parquet", records[split], schema)
         digests = {s: file_digest(tmp / f"{s}.parquet") for s in SPLITS}

@@ -14,6 +14,7 @@ docs/ARCHITECTURE.md, "Probe output", for the layout.
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,7 @@ from quirky.experiments.pgr import DEFAULT_PGR_SPECS, PgrSpec
 from quirky.experiments.summary import build_summary, eil_table, pgr_table
 from quirky.extraction.store import ActivationStore, open_store
 from quirky.fileio import atomic_path, fingerprint, read_json, write_bytes, write_json
+from quirky.outdir import MARKER, PROBE_TABLES, claim_output, release_output, write_marker
 from quirky.probes import METHODS, make_probe, probe_class
 
 RESULT_COLUMNS = (
@@ -275,6 +277,7 @@ def run_transfer(
     act, out = Path(activations), Path(out)
     if not act.is_dir():
         raise QuirkyError(f"--activations {act} is not a directory (it should hold one store per split)")
+    claim_output(out, "probe", inputs=[act])  # released when the summary is written
     grid = experiments_for(cfg)
     train_store = _open(act, cfg.train_split, "--train-split")
     test_store = _open(act, cfg.test_split, "--test-split")
@@ -296,19 +299,18 @@ def run_transfer(
         "model": model,
         "dataset": dataset,
     }
-    write_json(
-        out / "run.json",
-        {
-            **base,
-            "activations": str(act),
-            "train_split": cfg.train_split,
-            "test_split": cfg.test_split,
-            "methods": list(cfg.methods),
-            "experiments": {m: [str(e) for e in exps] for m, exps in grid.items()},
-            "probe_options": cfg.probe_options,
-            "device": str(device),
-        },
-    )
+    run_info = {
+        **base,
+        "activations": str(act),
+        "train_split": cfg.train_split,
+        "test_split": cfg.test_split,
+        "methods": list(cfg.methods),
+        "experiments": {m: [str(e) for e in exps] for m, exps in grid.items()},
+        "probe_options": cfg.probe_options,
+        "device": str(device),
+    }
+    _invalidate_if_changed(out, run_info)
+    write_json(out / "run.json", run_info)
     splits = _Splits(train_store, test_store, device)
     resamples = Resamples(settings, device)
     parts = _Parts(out)
@@ -451,7 +453,24 @@ def run_transfer(
         }
     )
     write_json(out / "summary.json", summary)
+    release_output(out)
     return summary
+
+
+def _invalidate_if_changed(out: Path, run_info: dict[str, Any]) -> None:
+    """Before `run.json` changes, remove the finished tables and summary of the previous settings, so an
+    interrupted re-run never leaves a new `run.json` beside an old `summary.json` that `probe show` would print."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).exists():
+        write_marker(out, "probe")
+    previous = out / "run.json"
+    try:
+        same = previous.is_file() and read_json(previous) == json.loads(json.dumps(run_info, default=str))
+    except ValueError:
+        same = False
+    if not same:
+        for name in PROBE_TABLES:
+            (out / name).unlink(missing_ok=True)
 
 
 def _write_table(stem: Path, df: pd.DataFrame, parquet: bool = True) -> None:

@@ -34,8 +34,9 @@ from quirky.extraction.store import (
     store_fingerprint,
     write_chunk,
 )
-from quirky.fileio import fingerprint, read_json, write_json
+from quirky.fileio import fingerprint, read_json, swap_in, write_json
 from quirky.models.choices import encode_with_choices
+from quirky.outdir import check_output, hold_output, release_output, write_marker
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,12 @@ def _meta_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df[cols].reset_index(drop=True)
 
 
-def _prepare_out(out: Path, fp: str, overwrite: bool) -> ActivationStore | None:
-    """Reuse a finished store with the same fingerprint; refuse anything else at `out` unless `overwrite`."""
+def _prepare_out(
+    out: Path, fp: str, overwrite: bool, inputs: tuple[str | Path | None, ...] = ()
+) -> ActivationStore | None:
+    """Reuse a finished store with the same fingerprint; refuse a different store at `out` unless `overwrite`,
+    and anything that is not a store (or is an input, or the working directory) always."""
+    check_output(out, "extract", inputs=inputs)
     if not out.exists():
         return None
     info = read_store_json(out)
@@ -257,10 +262,6 @@ def _prepare_out(out: Path, fp: str, overwrite: bool) -> ActivationStore | None:
             f"{theirs.get('source', {}).get('model', {}).get('model', {}).get('name', '?')}, split "
             f"{theirs.get('source', {}).get('split', '?')}); this one has fingerprint {fp}. Choose another --out "
             "or pass --overwrite"
-        )
-    if out.is_file() or any(out.iterdir()):
-        raise QuirkyError(
-            f"{out} exists and is not an activation store; choose another --out or pass --overwrite"
         )
     return None
 
@@ -320,6 +321,7 @@ def extract_frame(
     config["runtime"]["truncated_prompts"] = enc.truncated
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
+    hold_output(out, "extract")  # two extractions into one --out would share (and mix) the scratch directory
     scratch = partial_dir(out)
     state = _open_partial(scratch, config, fp)
     config = state["config"]
@@ -378,9 +380,9 @@ def extract_frame(
         has_full_log_odds=settings.full_log_odds,
     )
     (scratch / PARTIAL_JSON).unlink()
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    scratch.rename(out)
+    write_marker(scratch, "extract")
+    swap_in(scratch, out)
+    release_output(out)
     return open_store(out)
 
 
@@ -504,7 +506,10 @@ def extract(
     settings.check()
     model_dtype = parse_dtype(dtype) or default_dtype(torch.device(device) if device else default_device())
     reused = _prepare_out(
-        Path(out), store_fingerprint(build_config(df, source, settings, model_dtype)), overwrite
+        Path(out),
+        store_fingerprint(build_config(df, source, settings, model_dtype)),
+        overwrite,
+        (dataset, adapter, model),
     )
     if reused is not None:
         return reused

@@ -32,7 +32,7 @@ import torch
 
 import quirky
 from quirky.errors import QuirkyError
-from quirky.fileio import atomic_dir, atomic_path, fingerprint, read_json, write_json
+from quirky.fileio import atomic_path, fingerprint, read_json, write_json
 from quirky.finetune import schedule
 from quirky.finetune.checkpoint import (
     CHECKPOINTS,
@@ -54,6 +54,7 @@ from quirky.finetune.data import (
 from quirky.finetune.evaluate import METRIC_KEYS, evaluate_examples, format_metrics
 from quirky.finetune.lora import add_lora
 from quirky.finetune.model_card import write_model_card
+from quirky.outdir import check_output, hold_output, replace_output
 
 RUN_FILE = "run.json"
 DONE_FILE = "finetune.json"
@@ -147,18 +148,15 @@ def run_identity(model: str, dataset_dir: str | Path, config: FinetuneConfig) ->
     }
 
 
-def check_out_dir(out: Path, fp: str, overwrite: bool) -> str:
+def check_out_dir(out: Path, fp: str, overwrite: bool, inputs: tuple[str | Path | None, ...] = ()) -> str:
     """Decide what to do with an existing output directory: "fresh", "resume" or "cached".
 
     A directory that holds a different run (or something that is not a finetuning run) is an error unless
     `overwrite`, so a typo in --out never destroys an unrelated result.  The same run (same fingerprint) is
-    reused or resumed even with `overwrite`: its result could only come out identical.
+    reused or resumed even with `overwrite`: its result could only come out identical.  Anything that is not a
+    finetuning run (or is an input, or the working directory) is refused even with `overwrite` (quirky.outdir).
     """
-    if not out.exists():
-        return "fresh"
-    if not out.is_dir():
-        raise QuirkyError(f"output path {out} exists and is not a directory; choose another --out.")
-    if not any(out.iterdir()):
+    if check_output(out, "finetune", inputs=inputs) in ("new", "empty"):
         return "fresh"
     owner = None
     for name in (DONE_FILE, RUN_FILE):
@@ -166,15 +164,13 @@ def check_out_dir(out: Path, fp: str, overwrite: bool) -> str:
             owner = read_json(out / name).get("fingerprint")
             break
     if owner is None:
-        if overwrite:
-            shutil.rmtree(out)
-            return "fresh"
         raise QuirkyError(
             f"output directory {out} is not empty and holds no finetuning run; choose an empty or new --out "
-            "(or pass --overwrite to replace its contents)."
+            "(nothing was changed)."
         )
     if owner != fp:
         if overwrite:
+            hold_output(out, "finetune")
             shutil.rmtree(out)
             return "fresh"
         raise QuirkyError(
@@ -308,7 +304,7 @@ def finetune(
     main = accelerator.is_main_process
     say: Callable[[str], None] = log if (log is not None and main) else (lambda _msg: None)
 
-    state = check_out_dir(out, fp, overwrite) if main else "fresh"
+    state = check_out_dir(out, fp, overwrite, (dataset_dir, model)) if main else "fresh"
     accelerator.wait_for_everyone()
     if not main:
         state = (
@@ -320,6 +316,8 @@ def finetune(
         cached = load_result(out)
         cached.main_process = main
         return cached
+    if main:
+        hold_output(out, "finetune")  # released when the finished run is swapped in
 
     # ---- data
     train_df = training_frame(dataset_dir, config)
@@ -494,7 +492,7 @@ def _write_final(
     last checkpoint, never a half-written result."""
     final = history[-1] if history else {}
     merged = bool(merge and not config.full)
-    with atomic_dir(out) as tmp:
+    with replace_output(out, "finetune") as tmp:
         _save_model(net, tokenizer, tmp, full=config.full, model_name=model_name)
         write_history(tmp, history)
         write_json(tmp / CONFIG_FILE, run_info)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 import quirky
 from quirky.errors import QuirkyError
-from quirky.fileio import atomic_dir, atomic_path, fingerprint, read_json, write_json
+from quirky.fileio import atomic_path, fingerprint, read_json, write_json
 from quirky.interventions.experiment import (
     encode_prompts,
     intervened_log_odds,
@@ -28,6 +28,7 @@ from quirky.interventions.experiment import (
 )
 from quirky.interventions.probe_source import ProbeDirection, load_probe_direction
 from quirky.interventions.reflect import LastLayerSite, num_layers
+from quirky.outdir import check_output, hold_output, replace_output
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def run_intervention(
     from quirky.models import model_identity
 
     out = Path(out)
+    inputs = [probes, dataset, adapter, activations, model]
+    check_output(out, "intervene", inputs=inputs)  # refuse before any work, never after
     probe: ProbeDirection = load_probe_direction(
         probes, method, train_subset, seed=seed, activations=activations
     )
@@ -158,6 +161,7 @@ def run_intervention(
     directions = probe.direction[chosen]
     means = probe.mean[chosen]
 
+    hold_output(out, "intervene")  # the scratch directory is shared by writers of `out`
     scratch = scratch_dir(out)
     state_file = scratch / "state.json"
     if scratch.is_dir() and (not state_file.is_file() or read_json(state_file).get("fingerprint") != fp):
@@ -199,7 +203,7 @@ def run_intervention(
     table["clean"] = clean.numpy()
     for i, layer in enumerate(chosen):
         table[f"layer_{layer}"] = hooked[i].numpy()
-    with atomic_dir(out) as tmp:
+    with replace_output(out, "intervene", inputs=inputs) as tmp:
         table.to_parquet(tmp / LOG_ODDS, index=False)
         write_json(tmp / RESULT_JSON, result)
     shutil.rmtree(scratch, ignore_errors=True)

@@ -42,7 +42,8 @@ def _sorted_stats(scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if n == 0:
         return perm, idx, idx, nan_rows
     differs = sorted_s[..., 1:] != sorted_s[..., :-1]
-    true_col = torch.ones_like(differs[..., :1])
+    # shaped from `s`, not sliced from `differs`: with one element `differs` is empty and so would be its slice
+    true_col = torch.ones((*s.shape[:-1], 1), dtype=torch.bool, device=s.device)
     starts = torch.where(torch.cat([true_col, differs], dim=-1), idx, torch.zeros_like(idx))
     left = torch.cummax(starts, dim=-1).values
     ends = torch.where(torch.cat([differs, true_col], dim=-1), idx + 1, torch.full_like(idx, n))

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from quirky.errors import QuirkyError
-from quirky.fileio import atomic_dir, write_json
+from quirky.fileio import write_json
+from quirky.outdir import check_output, replace_output
 from quirky.report.document import Section, render_html, render_markdown
 from quirky.report.layout import discover
 from quirky.report.sections import BUILDERS, clean_json
@@ -50,6 +51,7 @@ def build_report(
     """Build every section from `run_dir` and write report.html, report.md (+ figures/), summary.json."""
     run = discover(run_dir)
     out = Path(out_dir) if out_dir is not None else run.report_dir
+    check_output(out, "report", inputs=[run.root])  # refuse before any work, never after
     sections: list[Section] = []
     summary: dict[str, Any] = {"run_dir": run.root.name, "sections": {}}
     errors: dict[str, str] = {}
@@ -68,7 +70,7 @@ def build_report(
     summary["figures"] = [f.name for s in sections for f in s.figures()]
     summary["errors"] = errors
     title = f"quirky report: {run.root.resolve().name}"
-    with atomic_dir(out) as tmp:
+    with replace_output(out, "report", inputs=[run.root]) as tmp:
         (tmp / HTML).write_text(render_html(title, sections), encoding="utf-8")
         (tmp / MARKDOWN).write_text(render_markdown(title, sections, FIGURES), encoding="utf-8")
         figdir = tmp / FIGURES
