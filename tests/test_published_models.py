@@ -142,7 +142,7 @@ def test_adapter_from_hub_cache_offline(
     )
     # a base that is neither local nor cached: one clear error naming it
     config_file.write_text(json.dumps({**config, "base_model_name_or_path": "EleutherAI/not-cached"}))
-    with pytest.raises(QuirkyError, match="not-cached"):
+    with pytest.raises(QuirkyError, match="LoRA adapter for the base model 'EleutherAI/not-cached'"):
         load_model("EleutherAI/tiny-llama-sentiment-first", device="cpu")
 
 

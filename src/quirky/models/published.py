@@ -168,4 +168,14 @@ def split_adapter_repository(
             f"model {str(name_or_path)!r} is itself a LoRA adapter (it has {ADAPTER_CONFIG}); pass it alone as "
             "--model, or pass its base model as --model and the adapter as --adapter, not both."
         )
-    return adapter_base(found), found
+    base = adapter_base(found)
+    from quirky.models.loading import resolve_model
+
+    try:
+        resolve_model(base)
+    except QuirkyError as e:
+        raise QuirkyError(
+            f"{str(name_or_path)!r} is a LoRA adapter for the base model {base!r}, which cannot be loaded here "
+            f"({str(e).rstrip('.')}); pass a copy of the base with --model BASE --adapter {found}."
+        ) from e
+    return base, found
