@@ -247,23 +247,48 @@ def lm_table(archive: Archive) -> str:
 
 
 def finetune_table(archive: Archive) -> str:
-    """Final validation metrics of each finetuning run, and its training time."""
+    """Each finetuning run's validation curve (Alice's AUROC vs her labels / Bob's vs his) and its final state.
+
+    The curve is the held-out validation evaluation the run logs (its first `max_eval_examples` records); the
+    test-split numbers are in the LM table.
+    """
     rows = []
     for (model, ds), doc in archive.finetune_metrics().items():
+        history = doc.get("history") or []
         final = doc.get("final") or {}
         timing = archive.layout.finetune[(model, ds)] / "timing.json"
-        seconds = read_json(timing).get("train_s") if timing.is_file() else None
+        seconds = read_json(timing).get("train_seconds_this_invocation") if timing.is_file() else None
+        curve = ", ".join(
+            f"{h['step']}: {fmt(h.get('alice_auroc'))}/{fmt(h.get('bob_auroc'))}"
+            for h in history
+            if h.get("step") in _curve_steps([int(x["step"]) for x in history])
+        )
         rows.append(
             [
                 ds,
                 final.get("step", "–"),
                 fmt(final.get("alice_auroc")),
                 fmt(final.get("bob_auroc")),
-                fmt(final.get("bob_auroc_vs_truth")),
+                fmt(final.get("bob_vs_truth_auroc")),
                 fmt(seconds, 0) if seconds is not None else "–",
+                curve,
             ]
         )
-    return markdown_table(["dataset", "steps", "Alice AUROC", "Bob AUROC", "Bob vs truth", "train s"], rows)
+    header = [
+        "dataset",
+        "steps",
+        "Alice AUROC",
+        "Bob AUROC",
+        "Bob vs truth",
+        "train s",
+        "curve (step: Alice/Bob)",
+    ]
+    return markdown_table(header, rows)
+
+
+def _curve_steps(steps: list[int]) -> set[int]:
+    """The logged steps shown: from 16 on (the evaluations at steps 1-8 only show the untrained start)."""
+    return {s for s in steps if s >= 16}
 
 
 def timing_table(archive: Archive) -> str:
