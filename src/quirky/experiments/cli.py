@@ -134,7 +134,7 @@ def probe(
     dataset_name: str | None = typer.Option(
         None, help="dataset name for the tables (default: from the store)"
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines or bar"),
 ) -> None:
     """Fit every method on every layer for each experiment and score it; write results, probes and a summary."""
     if ctx.invoked_subcommand is not None:
@@ -183,6 +183,9 @@ def probe(
         model_name=model_name,
         dataset_name=dataset_name,
     )
+    from quirky.progress import set_quiet
+
+    set_quiet(quiet)
     log = None if quiet else (lambda msg: console.print(f"[dim]{msg}[/]", highlight=False))
     summary = run_transfer(activations, out, cfg, log=log)
     print_summary(summary)

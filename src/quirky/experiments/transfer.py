@@ -41,6 +41,7 @@ from quirky.extraction.store import ActivationStore, open_store
 from quirky.fileio import atomic_path, fingerprint, read_json, write_bytes, write_json
 from quirky.outdir import MARKER, PROBE_TABLES, claim_output, release_output, write_marker
 from quirky.probes import METHODS, make_probe, probe_class
+from quirky.progress import Bar
 
 RESULT_COLUMNS = (
     "model",
@@ -345,10 +346,13 @@ def run_transfer(
         parts.write("lm", "lm", lm_fp, rows, None)
 
     # ---- the probes -------------------------------------------------------------------------------------------
+    # one progress line with ETA over methods x experiments (terminal only; quirky.progress)
+    bar = Bar(sum(len(grid[m]) for m in cfg.methods), f"probe grid {dataset}", unit="probe")
     for method in cfg.methods:
         cls = probe_class(method)
         options = cfg.probe_options.get(method, {})
         for exp in grid[method]:
+            bar.begin(f"{method} {exp}")
             units.append((method, exp.tag))
             fp = fingerprint({**base, "method": method, "options": options, "experiment": str(exp)})
             if parts.done(method, exp.tag, fp):
@@ -415,6 +419,7 @@ def run_transfer(
             if qframes:
                 quantiles = _with_ids(pd.concat(qframes, ignore_index=True), **ids)[list(QUANTILE_COLUMNS)]
             parts.write(method, exp.tag, fp, rows, quantiles)
+    bar.close()
 
     # ---- assemble ---------------------------------------------------------------------------------------------
     frames, qframes = [], []

@@ -337,9 +337,17 @@ def extract_frame(
 
     from tqdm.auto import tqdm
 
+    from quirky.progress import enabled as progress_enabled
+
     done = sum(b - a for i, (a, b) in enumerate(bounds) if (scratch / chunk_name(i)).is_file())
-    bar = tqdm(
-        total=len(df), initial=done, unit="prompt", desc="extract", disable=not progress, smoothing=0.1
+    bar = tqdm(  # drawn on a terminal only: not in logs, not under --quiet (quirky.progress)
+        total=len(df),
+        initial=done,
+        unit="prompt",
+        desc="extract",
+        disable=not (progress and progress_enabled()),
+        smoothing=0.1,
+        leave=None,
     )
     try:
         for ci, (a, b) in enumerate(bounds):

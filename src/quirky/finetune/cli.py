@@ -82,6 +82,12 @@ def finetune_cmd(
     merge: bool = typer.Option(False, "--merge", help="also write merged weights to OUT/merged"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a different run in --out"),
     stop_after: int | None = typer.Option(None, "--stop-after", help="stop after N steps (resume later)"),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="no progress bar (log lines are kept); also off when stderr is not a terminal",
+    ),
 ) -> None:
     """Finetune MODEL on a quirky dataset (LoRA by default); rerun the same command to resume."""
     if ctx.invoked_subcommand is not None:
@@ -92,7 +98,9 @@ def finetune_cmd(
     if missing:
         raise QuirkyError(f"quirky finetune needs {', '.join(missing)} (see `quirky finetune --help`)")
     from quirky.finetune.train import finetune
+    from quirky.progress import set_quiet
 
+    set_quiet(quiet)
     config = preset_config(
         preset,
         setup=setup,

@@ -55,6 +55,7 @@ from quirky.finetune.evaluate import METRIC_KEYS, evaluate_examples, format_metr
 from quirky.finetune.lora import add_lora
 from quirky.finetune.model_card import write_model_card
 from quirky.outdir import check_output, hold_output, replace_output
+from quirky.progress import Bar
 
 RUN_FILE = "run.json"
 DONE_FILE = "finetune.json"
@@ -406,6 +407,8 @@ def finetune(
     last_saved = start
     in_update = False
     step_rng = rng_state()
+    # a progress line with ETA on a terminal (main process only); silent in logs and under --quiet
+    bar = Bar(total, f"finetune {Path(str(model)).name}", unit="step", initial=start, quiet=not main)
     try:
         while step < total:
             if stop_after is not None and step >= stop_after:
@@ -439,6 +442,8 @@ def finetune(
                     accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean")
                 )
             window.append(step_loss)
+            bar.update(1)
+            bar.note(f"loss {step_loss:.3f}")
             if step in evals:
                 run_eval(step, float(np.mean(window)))
                 window = []
@@ -450,6 +455,8 @@ def finetune(
             _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history, window)
             say(f"interrupted: checkpoint at step {step}; rerun the same command to resume")
         raise
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - t0
 
     if step < total:  # stopped early on request

@@ -18,11 +18,19 @@ def run_cmd(
     executor: str | None = typer.Option(
         None, "--executor", help="override [executor] kind: local | submitit-local | slurm"
     ),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="no progress bar (log lines are kept); also off when stderr is not a terminal",
+    ),
 ) -> None:
     """Run the whole pipeline for every (model, dataset) of CONFIG; finished stages are reused."""
     from quirky.pipeline.config import load_config
     from quirky.pipeline.run import check_run_dir, run_pipeline
+    from quirky.progress import set_quiet
 
+    set_quiet(quiet)
     cfg = load_config(config)
     if out is not None:
         cfg.out = out
@@ -44,11 +52,19 @@ def demo_cmd(
     out: str | None = typer.Option(
         None, "--out", help="run directory (default runs/demo or runs/demo-quick)"
     ),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="no progress bar (log lines are kept); also off when stderr is not a terminal",
+    ),
 ) -> None:
     """The demo: make SmolLM2-135M quirky on addition (CPU), extract, probe, detect anomalies, intervene, report."""
     from quirky.pipeline.demo import demo_config
     from quirky.pipeline.run import check_run_dir, run_pipeline
+    from quirky.progress import set_quiet
 
+    set_quiet(quiet)
     cfg = demo_config(quick=quick, out=out)
     check_run_dir(cfg)
     console.print(f"[bold]quirky demo{' --quick' if quick else ''}[/] -> {cfg.out}")

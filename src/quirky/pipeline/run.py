@@ -22,6 +22,7 @@ from quirky.errors import QuirkyError
 from quirky.fileio import read_json, write_json
 from quirky.pipeline.config import RunConfig, config_from_dict
 from quirky.pipeline.executor import run_jobs
+from quirky.progress import Bar
 from quirky.report.layout import (
     ACTIVATIONS,
     ANOMALY,
@@ -99,13 +100,21 @@ class JobPaths:
         return self.run / INTERVENTIONS / model_key(self.model) / self.dataset / f"{method}__{subset}"
 
 
+#: the run's progress line (stage, dataset, model), while `run_pipeline` runs jobs in this process
+_RUN_BAR: Bar | None = None
+
+
 @dataclass
 class _Timer:
-    """Wall-clock seconds per stage, for run.json (the only non-deterministic part of a run's records)."""
+    """Wall-clock seconds per stage, for run.json (the only non-deterministic part of a run's records); with a
+    `where`, each stage also advances the run's progress line."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    where: str = ""
 
     def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        if self.where and _RUN_BAR is not None:
+            _RUN_BAR.begin(f"{name} · {self.where}")
         start = time.perf_counter()
         try:
             return fn()
@@ -274,7 +283,7 @@ def run_job(config: dict[str, Any], run_dir: str, model: str, dataset: str) -> d
     """One (model, dataset) job: finetune -> extract -> probe -> anomaly -> intervene.  Picklable for submitit."""
     cfg = config_from_dict(config)
     paths = JobPaths(Path(run_dir), model, dataset)
-    timer = _Timer()
+    timer = _Timer(where=f"{dataset} · {model_key(model)}")
 
     def log(msg: str) -> None:
         print(f"[{model} / {dataset}] {msg}", flush=True)
@@ -300,6 +309,28 @@ def run_job(config: dict[str, Any], run_dir: str, model: str, dataset: str) -> d
     }
 
 
+def _stages_per_job(cfg: RunConfig) -> int:
+    """How many `_Timer.stage` calls one `run_job` makes (the unit of the run's progress line): finetune (also
+    when disabled or cached), extract, probe, and anomaly and intervene when enabled."""
+    return 3 + int(cfg.anomaly.enabled) + int(cfg.intervene.enabled)
+
+
+def _run_jobs_with_progress(
+    cfg: RunConfig, jobs: list[tuple[Any, ...]], run_dir: Path
+) -> list[dict[str, Any]]:
+    """Run the jobs with one progress line over every (stage, dataset, model) when they run in this process
+    (submitit jobs run elsewhere and write their own logs)."""
+    global _RUN_BAR
+    if cfg.executor.kind != "local":
+        return run_jobs(run_job, jobs, cfg.executor, run_dir)
+    with Bar(len(jobs) * _stages_per_job(cfg), "quirky run", unit="stage") as bar:
+        _RUN_BAR = bar
+        try:
+            return run_jobs(run_job, jobs, cfg.executor, run_dir)
+        finally:
+            _RUN_BAR = None
+
+
 def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
     """Run every stage for every (model, dataset) pair of `cfg` and write the report; return run.json's content."""
     run_dir = Path(cfg.out)
@@ -318,7 +349,7 @@ def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
         f"dataset/{n}": read_json(p / "dataset.json").get("fingerprint") for n, p in datasets.items()
     }
     jobs = [(cfg.to_dict(), str(run_dir), m, d) for m in cfg.models for d in cfg.datasets.names]
-    results = timer.stage("jobs", lambda: run_jobs(run_job, jobs, cfg.executor, run_dir))
+    results = timer.stage("jobs", lambda: _run_jobs_with_progress(cfg, jobs, run_dir))
     for r in results:
         record["timings_s"][f"{model_key(r['model'])}/{r['dataset']}"] = r["timings_s"]
     record["jobs"] = [{k: v for k, v in r.items() if k != "probe_summary"} for r in results]
