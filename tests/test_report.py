@@ -206,6 +206,20 @@ def test_numbers_are_the_stage_outputs(report, run_dir: Path) -> None:
     rows = {r["subset"]: r for r in summary["sections"]["lm"]["rows"]}
     assert rows["AH"]["accuracy"] == pytest.approx(acc)
     assert rows["AH"]["n"] == int(m.sum())
+    # the same subsets with the probe stage's bootstrap CIs: its own `lm` rows, carried over unchanged
+    results = pd.read_parquet(run_dir / "probes" / MODEL / DATASET / "results.parquet")
+    lm = results[(results["method"] == "lm") & (results["filter"] == "all")].set_index(["test", "label_col"])
+    with_ci = {r["subset"]: r for r in summary["sections"]["lm"]["with_ci"]}
+    assert set(with_ci) == {"A", "B", "AE", "AH", "BE", "BH"}
+    for subset, r in with_ci.items():
+        own, truth = lm.loc[(subset, "label")], lm.loc[(subset, "alice_label")]
+        assert r["n"] == own["n"] == rows[subset]["n"]
+        assert [r["auroc_persona"], r["auroc_persona_lo"], r["auroc_persona_hi"]] == pytest.approx(
+            [own["auroc"], own["auroc_lo"], own["auroc_hi"]]
+        )
+        assert r["auroc_truth"] == pytest.approx(truth["auroc"])
+        assert r["accuracy"] == pytest.approx(rows[subset]["accuracy"])  # the store and the probe stage agree
+        assert r["auroc_persona_lo"] <= r["auroc_persona"] <= r["auroc_persona_hi"]
     # dataset sizes: the parquet row counts
     sizes = {r["split"]: r["records"] for r in summary["sections"]["datasets"]["sizes"]}
     assert sizes == {"train": 60, "validation": 400, "test": 400}
@@ -253,6 +267,29 @@ def test_missing_stages_are_reported_not_fatal(tmp_path: Path, run_dir: Path) ->
         build_report(tmp_path / "partial" / "datasets" / DATASET)
     with pytest.raises(QuirkyError, match="does not exist"):
         build_report(tmp_path / "nope")
+
+
+def test_without_activations_the_lm_section_uses_the_probe_results(run_dir: Path, tmp_path: Path) -> None:
+    """A results archive keeps no activations: the LM's accuracy and AUROC per subset come from the probe stage's
+    own rows (with their CIs), the summary still opens the report."""
+    archive = tmp_path / "archive"
+    shutil.copytree(run_dir / "probes", archive / "probes")
+    result = build_report(archive)
+    assert result.errors == {}
+    sections = {s.id: s for s in result.sections}
+    assert sections["lm"].present and sections["summary"].present
+    assert [f.name for f in sections["lm"].figures()] == ["lm_auroc"]
+    results = pd.read_parquet(run_dir / "probes" / MODEL / DATASET / "results.parquet")
+    bh = results[
+        (results["method"] == "lm")
+        & (results["test"] == "BH")
+        & (results["label_col"] == "alice_label")
+        & (results["filter"] == "all")
+    ].iloc[0]
+    row = next(r for r in result.summary["sections"]["lm"]["with_ci"] if r["subset"] == "BH")
+    assert (row["auroc_truth"], row["auroc_truth_lo"], row["auroc_truth_hi"]) == pytest.approx(
+        (bh["auroc"], bh["auroc_lo"], bh["auroc_hi"])
+    )
 
 
 def test_cli(run_dir: Path, tmp_path: Path) -> None:
@@ -374,7 +411,9 @@ def test_html_in_headless_browser(report, tmp_path: Path) -> None:
     assert head["section"] == "summary" and head["caption"].startswith("Headline numbers")
     assert 0 < head["top"] < head["bottom"] <= screen, head
     assert head["header"][:3] == ["dataset", "LM AUROC Alice (vs Alice)", "LM AUROC Bob (vs Bob)"]
-    probe_summary = json.loads((report.out_dir.parent / "probes" / MODEL / DATASET / "summary.json").read_text())
+    probe_summary = json.loads(
+        (report.out_dir.parent / "probes" / MODEL / DATASET / "summary.json").read_text()
+    )
     lm = probe_summary["lm"]
     assert head["row"][:3] == [
         DATASET,

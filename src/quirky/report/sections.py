@@ -229,62 +229,172 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def lm_accuracy(run: RunLayout, split: str = "test") -> SectionResult:
-    """Accuracy and AUROC of the LM's own answer (first-token log-odds) per persona and difficulty."""
-    stores = {(m, d): p for (m, d, s), p in run.activations.items() if s == split}
-    if not stores:
-        return _missing(
-            "lm", "LM accuracy by persona and difficulty", f"no activations/<model>/<dataset>/{split}/ store"
-        )
-    from quirky.extraction.store import open_store
+def _lm_result_rows(run: RunLayout) -> pd.DataFrame:
+    """The probe stage's rows for the LM's own log-odds (method `lm`: AUROC and accuracy with bootstrap CIs per
+    test subset), from results.parquet or, in a results archive, its trimmed results table."""
+    from quirky.results.archive import RESULT_ROWS
 
-    sec = Section("lm", "LM accuracy by persona and difficulty")
-    several_m = len({m for m, _ in stores}) > 1
-    several_d = len({d for _, d in stores}) > 1
-    rows = []
-    for (model, dataset), path in sorted(stores.items()):
-        store = open_store(path)
-        lo = store.lm_log_odds().numpy()
-        meta = store.meta
+    frames = []
+    for (model, dataset), path in sorted(run.probes.items()):
+        for f in (path / "results.parquet", path / RESULT_ROWS):
+            if f.is_file():
+                df = pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f)
+                frames.append(df[df["method"] == "lm"].assign(model=model, dataset=dataset))
+                break
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _with_ci(value: float, lo: float, hi: float) -> str:
+    if not np.isfinite(value):
+        return "–"
+    ci = f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+    return f"{value:.3f}{ci}"
+
+
+def _lm_ci_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, persona x difficulty subset): the LM's accuracy and AUROC against the persona's own
+    label and against the truth (Alice's label), all examples, with the probe stage's 95% bootstrap CIs."""
+    out = []
+    sel = rows[rows["filter"] == "all"]
+    for (model, dataset), g in sel.groupby(["model", "dataset"], sort=True):
         for subset in SUBSETS:
-            mask = store.mask(subset)
-            own = meta["label"].to_numpy()[mask]
-            alice = meta["alice_label"].to_numpy()[mask]
-            s = lo[mask]
-            rows.append(
+            part = g[g["test"] == subset].set_index("label_col")
+            if "label" not in part.index:
+                continue
+            own = part.loc["label"]
+            truth = part.loc["alice_label"] if "alice_label" in part.index else None
+            out.append(
                 {
-                    "run": _label(model, dataset, several_m, several_d),
                     "model": model,
                     "dataset": dataset,
                     "subset": subset,
-                    "n": int(mask.sum()),
-                    "accuracy": float(np.mean((s > 0) == (own == 1))) if mask.any() else math.nan,
-                    "AUROC (persona label)": _auroc(s, own),
-                    "AUROC (truth)": _auroc(s, alice),
+                    "n": int(own["n"]),
+                    "accuracy": float(own["acc"]),
+                    "accuracy_lo": float(own["acc_lo"]),
+                    "accuracy_hi": float(own["acc_hi"]),
+                    "auroc_persona": float(own["auroc"]),
+                    "auroc_persona_lo": float(own["auroc_lo"]),
+                    "auroc_persona_hi": float(own["auroc_hi"]),
+                    "auroc_truth": float(truth["auroc"]) if truth is not None else math.nan,
+                    "auroc_truth_lo": float(truth["auroc_lo"]) if truth is not None else math.nan,
+                    "auroc_truth_hi": float(truth["auroc_hi"]) if truth is not None else math.nan,
                 }
             )
-    table = pd.DataFrame(rows)
-    sec.blocks.append(
-        Figure(
-            "lm_accuracy",
-            figures.grouped_bars(
-                table.assign(subset=table["subset"].map(lambda s: SUBSET_NAMES[s].replace(", ", "\n"))),
-                group="subset",
-                series="run",
-                y="accuracy",
-                ylabel="accuracy (vs the persona's label)",
-                title=f"LM answer accuracy on the {split} split",
-            ),
-            "Accuracy of the LM's answer (first-token log-odds > 0) against the label of the persona in the "
-            "prompt, by persona and difficulty quartile (easy: difficulty quantile ≤ 0.25, hard: ≥ 0.75).",
-        )
+    return pd.DataFrame(out)
+
+
+def _lm_ci_display(table: pd.DataFrame) -> pd.DataFrame:
+    def fmt(prefix: str) -> list[str]:
+        return [
+            _with_ci(v, lo, hi)
+            for v, lo, hi in zip(table[prefix], table[f"{prefix}_lo"], table[f"{prefix}_hi"], strict=True)
+        ]
+
+    return pd.DataFrame(
+        {
+            "model": table["model"],
+            "dataset": table["dataset"],
+            "subset": table["subset"].map(SUBSET_NAMES),
+            "n": table["n"],
+            "accuracy [95% CI]": fmt("accuracy"),
+            "AUROC vs persona's label [95% CI]": fmt("auroc_persona"),
+            "AUROC vs truth [95% CI]": fmt("auroc_truth"),
+        }
     )
-    sec.blocks.append(Table(table.drop(columns=["run"]), "LM accuracy and AUROC per subset"))
-    return sec, {
-        "present": True,
-        "split": split,
-        "rows": table.drop(columns=["run"]).to_dict(orient="records"),
-    }
+
+
+def lm_accuracy(run: RunLayout, split: str = "test") -> SectionResult:
+    """Accuracy and AUROC of the LM's own answer (first-token log-odds) per persona and difficulty: recomputed
+    from the test store when it is there, and with the probe stage's bootstrap CIs when its results are (a results
+    archive has no activations, only the latter)."""
+    stores = {(m, d): p for (m, d, s), p in run.activations.items() if s == split}
+    ci_rows = _lm_result_rows(run)
+    if not stores and ci_rows.empty:
+        return _missing(
+            "lm",
+            "LM accuracy by persona and difficulty",
+            f"no activations/<model>/<dataset>/{split}/ store and no probe results",
+        )
+    sec = Section("lm", "LM accuracy by persona and difficulty")
+    data: dict[str, Any] = {"present": True, "split": split}
+    ci = _lm_ci_table(ci_rows) if not ci_rows.empty else pd.DataFrame()
+    if not stores:
+        several = ci["model"].nunique() > 1, ci["dataset"].nunique() > 1
+        runs = [_label(m, d, *several) for m, d in zip(ci["model"], ci["dataset"], strict=True)]
+        sec.blocks.append(
+            Figure(
+                "lm_auroc",
+                figures.grouped_bars(
+                    ci.assign(
+                        run=runs, subset=ci["subset"].map(lambda s: SUBSET_NAMES[s].replace(", ", "\n"))
+                    ),
+                    group="subset",
+                    series="run",
+                    y="auroc_persona",
+                    lo="auroc_persona_lo",
+                    hi="auroc_persona_hi",
+                    ylabel="AUROC (vs the persona's label)",
+                    title=f"LM answer AUROC on the {split} split",
+                ),
+                "AUROC of the LM's answer log-odds against the label of the persona in the prompt, by persona and "
+                "difficulty quartile, with 95% bootstrap CIs (from the probe stage's results).",
+            )
+        )
+    else:
+        from quirky.extraction.store import open_store
+
+        several_m = len({m for m, _ in stores}) > 1
+        several_d = len({d for _, d in stores}) > 1
+        rows = []
+        for (model, dataset), path in sorted(stores.items()):
+            store = open_store(path)
+            lo = store.lm_log_odds().numpy()
+            meta = store.meta
+            for subset in SUBSETS:
+                mask = store.mask(subset)
+                own = meta["label"].to_numpy()[mask]
+                alice = meta["alice_label"].to_numpy()[mask]
+                s = lo[mask]
+                rows.append(
+                    {
+                        "run": _label(model, dataset, several_m, several_d),
+                        "model": model,
+                        "dataset": dataset,
+                        "subset": subset,
+                        "n": int(mask.sum()),
+                        "accuracy": float(np.mean((s > 0) == (own == 1))) if mask.any() else math.nan,
+                        "AUROC (persona label)": _auroc(s, own),
+                        "AUROC (truth)": _auroc(s, alice),
+                    }
+                )
+        table = pd.DataFrame(rows)
+        sec.blocks.append(
+            Figure(
+                "lm_accuracy",
+                figures.grouped_bars(
+                    table.assign(subset=table["subset"].map(lambda s: SUBSET_NAMES[s].replace(", ", "\n"))),
+                    group="subset",
+                    series="run",
+                    y="accuracy",
+                    ylabel="accuracy (vs the persona's label)",
+                    title=f"LM answer accuracy on the {split} split",
+                ),
+                "Accuracy of the LM's answer (first-token log-odds > 0) against the label of the persona in the "
+                "prompt, by persona and difficulty quartile (easy: difficulty quantile ≤ 0.25, hard: ≥ 0.75).",
+            )
+        )
+        sec.blocks.append(Table(table.drop(columns=["run"]), "LM accuracy and AUROC per subset"))
+        data["rows"] = table.drop(columns=["run"]).to_dict(orient="records")
+    if not ci.empty:
+        sec.blocks.append(
+            Table(
+                _lm_ci_display(ci),
+                "LM accuracy and AUROC per persona and difficulty, all examples, with the probe stage's 95% "
+                "bootstrap CIs (truth = Alice's label).",
+            )
+        )
+        data["with_ci"] = ci.to_dict(orient="records")
+    return sec, data
 
 
 # --------------------------------------------------------------------------------------------------- probes
