@@ -21,9 +21,9 @@ from torch import Tensor
 from quirky.experiments.grid import LABEL_COLUMNS
 from quirky.probes.metrics import (
     accuracy,
-    auroc,
+    auroc_columns,
     bootstrap_accuracy,
-    bootstrap_auroc,
+    bootstrap_auroc_columns,
     bootstrap_counts,
     honest_quantile_levels,
     percentile_ci,
@@ -118,29 +118,45 @@ def evaluate_scores(
         s = scores.index_select(1, idx)
         m = int(fmask.sum())
         counts = resamples.counts(test, filt, m) if m > 0 and settings.n_boot > 0 else None
-        for col in settings.label_columns:
-            y_np = meta[col].to_numpy()[fmask].astype(np.float64)
-            n_pos = int(y_np.sum())
+        cols = list(settings.label_columns)
+        y_all = np.stack([meta[col].to_numpy()[fmask].astype(np.float64) for col in cols]) if cols else None
+        notes, per_col = [], []
+        for j, col in enumerate(cols):
+            n_pos = int(y_all[j].sum()) if m > 0 and y_all is not None else 0
             note = ""
             if m == 0:
                 note = f"no {filt} examples in {test}"
             elif n_pos in (0, m):
                 note = f"{col} has a single class on {test}/{filt}"
-            metrics = dict.fromkeys(METRIC_COLUMNS[2:], nan)
-            if m > 0:
-                y = torch.as_tensor(y_np, device=scores.device)
-                au = auroc(s, y)
+            notes.append(note)
+            per_col.append((n_pos, dict.fromkeys(METRIC_COLUMNS[2:], nan)))
+        if m > 0 and cols:
+            # all label columns at once: one sort per layer for the point AUROCs, one per layer for every
+            # resample of every column whose AUROC is defined (see `bootstrap_auroc_columns`)
+            y_t = torch.as_tensor(y_all, device=scores.device)
+            au = auroc_columns(s, y_t).cpu().numpy()
+            defined = [j for j, note in enumerate(notes) if not note]
+            boot = None
+            if counts is not None and defined:
+                lo, hi = percentile_ci(
+                    bootstrap_auroc_columns(s, y_t[defined], counts).reshape(-1, counts.shape[0]),
+                    settings.ci_level,
+                )
+                boot = (lo.reshape(num_layers, -1).cpu().numpy(), hi.reshape(num_layers, -1).cpu().numpy())
+            for j, (_, metrics) in enumerate(per_col):
+                y = y_t[j]
                 metrics.update(
-                    auroc=au.cpu().numpy(),
+                    auroc=au[:, j],
                     acc=accuracy(s, y).cpu().numpy(),
                     recall_at_fpr=recall_at_fpr(s, y, settings.fpr).cpu().numpy(),
                 )
                 if counts is not None:
                     alo, ahi = percentile_ci(bootstrap_accuracy(s, y, counts), settings.ci_level)
                     metrics.update(acc_lo=alo.cpu().numpy(), acc_hi=ahi.cpu().numpy())
-                    if not note:
-                        lo, hi = percentile_ci(bootstrap_auroc(s, y, counts), settings.ci_level)
-                        metrics.update(auroc_lo=lo.cpu().numpy(), auroc_hi=hi.cpu().numpy())
+                    if boot is not None and j in defined:
+                        k = defined.index(j)
+                        metrics.update(auroc_lo=boot[0][:, k], auroc_hi=boot[1][:, k])
+        for col, note, (n_pos, metrics) in zip(cols, notes, per_col, strict=True):
             out.add(
                 num_layers,
                 layer=layer_ids,
@@ -168,14 +184,19 @@ def evaluate_random(
         idx = torch.as_tensor(np.flatnonzero(fmask), device=scores.device)
         s = scores.index_select(2, idx)
         m = int(fmask.sum())
-        for col in settings.label_columns:
-            y_np = meta[col].to_numpy()[fmask].astype(np.float64)
-            n_pos = int(y_np.sum())
+        cols = list(settings.label_columns)
+        y_all = np.stack([meta[col].to_numpy()[fmask].astype(np.float64) for col in cols]) if cols else None
+        all_aucs = torch.full((len(cols), num_layers, k), math.nan, dtype=torch.float64)
+        if m > 0 and cols:
+            # one sort per (layer, direction) serves every label column
+            flat = auroc_columns(s.reshape(num_layers * k, m), torch.as_tensor(y_all, device=s.device))
+            all_aucs = flat.reshape(num_layers, k, len(cols)).permute(2, 0, 1).contiguous().cpu()
+        for j, col in enumerate(cols):
+            n_pos = int(y_all[j].sum()) if m > 0 and y_all is not None else 0
+            aucs = all_aucs[j]
             if m == 0:
-                aucs = torch.full((num_layers, k), math.nan, dtype=torch.float64)
                 note = f"no {filt} examples in {test}"
             else:
-                aucs = auroc(s, torch.as_tensor(y_np, device=s.device)).cpu()
                 note = f"{col} has a single class on {test}/{filt}" if n_pos in (0, m) else ""
             dists[f"{col}/{filt}"] = aucs.to(torch.float32)
             mean = aucs.mean(dim=1).numpy()

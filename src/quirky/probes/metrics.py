@@ -34,21 +34,31 @@ def _sorted_stats(scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     i.e. the tie group of element i occupies sorted positions [left, right).  Found in O(n) from the group
     boundaries of the sorted row (running max of group starts, running min of group ends).
     """
+    perm, left, right, nan_rows, _ = _ranked(scores)
+    return perm, left, right, nan_rows
+
+
+def _ranked(scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """`_sorted_stats` plus `tied` [...]: whether a row has any tie.  Without ties (the usual case for float
+    scores) `left`/`right` are views of one arange, so the tie bookkeeping costs nothing."""
     nan_rows = torch.isnan(scores).any(dim=-1)
     s = torch.nan_to_num(scores, nan=0.0)
     sorted_s, perm = torch.sort(s, dim=-1, stable=True)
     n = s.shape[-1]
     idx = torch.arange(n, device=s.device).expand(s.shape)
     if n == 0:
-        return perm, idx, idx, nan_rows
+        return perm, idx, idx, nan_rows, torch.zeros_like(nan_rows)
     differs = sorted_s[..., 1:] != sorted_s[..., :-1]
+    tied = ~differs.all(dim=-1)
+    if not bool(tied.any()):
+        return perm, idx, torch.arange(1, n + 1, device=s.device).expand(s.shape), nan_rows, tied
     # shaped from `s`, not sliced from `differs`: with one element `differs` is empty and so would be its slice
     true_col = torch.ones((*s.shape[:-1], 1), dtype=torch.bool, device=s.device)
     starts = torch.where(torch.cat([true_col, differs], dim=-1), idx, torch.zeros_like(idx))
     left = torch.cummax(starts, dim=-1).values
     ends = torch.where(torch.cat([differs, true_col], dim=-1), idx + 1, torch.full_like(idx, n))
     right = torch.flip(torch.cummin(torch.flip(ends, [-1]), dim=-1).values, [-1])
-    return perm, left, right, nan_rows
+    return perm, left, right, nan_rows, tied
 
 
 def _weighted_auroc_sorted(
@@ -105,38 +115,148 @@ def bootstrap_counts(n: int, n_boot: int, seed: int, device: torch.device | str 
     return counts.to(device)
 
 
+def _label_rows(labels: Tensor, n: int, device: torch.device) -> Tensor:
+    """0/1 label columns as float64 [K, n] (a single vector [n] becomes one column)."""
+    y = torch.as_tensor(labels, device=device).to(torch.float64)
+    if y.ndim == 1:
+        y = y.unsqueeze(0)
+    if y.ndim != 2 or y.shape[-1] != n:
+        raise ValueError(f"labels must be [n] or [columns, n] with n = {n}, got shape {tuple(y.shape)}")
+    return y
+
+
+def _exact_dtype(bound: float) -> torch.dtype:
+    """float32 when every integer the computation can produce is at most `bound` < 2^24 (so float32 holds all
+    of them, and all partial sums of nonnegative terms, exactly); float64 otherwise."""
+    return torch.float32 if bound < 2.0**24 else torch.float64
+
+
+def auroc_columns(scores: Tensor, labels: Tensor) -> Tensor:
+    """AUROC of every row of `scores` [R, n] against every 0/1 label column `labels` [K, n]: float64 [R, K].
+
+    Why: the random baseline scores 10^3 directions x layers against 3 label columns; `auroc` would sort every
+    row once per column.  Here one sort per row serves all columns, through the Mann-Whitney form
+    AUROC = (sum of the positives' midranks - P (P + 1) / 2) / (P N).  Twice a midrank is the integer
+    left + right + 1 of the row's tie group [left, right), so the positives' sums for all K columns are one
+    matrix product of the doubled midranks (in the original order) with the labels, exact in float32 while
+    n (2n + 1) < 2^24, in float64 beyond.  The numerator U and the denominator P N are thus the same exact numbers
+    that `auroc` divides, and the results are bit-identical to `auroc(scores, labels[k])` (tests check this).
+    """
+    if scores.ndim != 2:
+        raise ValueError("auroc_columns expects scores of shape [rows, n]")
+    rows, n = scores.shape
+    y = _label_rows(labels, n, scores.device)
+    perm, left, right, nan_rows, _ = _ranked(scores)
+    dt = _exact_dtype(n * (2.0 * n + 1))
+    twice_midrank = torch.empty(rows, n, dtype=dt, device=scores.device)
+    twice_midrank.scatter_(1, perm, (left + right + 1).to(dt))
+    s2 = (twice_midrank @ y.to(dt).T).to(torch.float64)  # [R, K]
+    n_pos = y.sum(dim=1)
+    n_neg = n - n_pos
+    u = (s2 - n_pos * (n_pos + 1)) * 0.5
+    out = u / (n_pos * n_neg)
+    undefined = (n_pos <= 0) | (n_neg <= 0) | nan_rows[:, None]
+    return torch.where(undefined, torch.full_like(out, math.nan), out)
+
+
+def bootstrap_auroc_columns(
+    scores: Tensor,
+    labels: Tensor,
+    counts: Tensor,
+    *,
+    chunk_elems: int = 1 << 19,
+) -> Tensor:
+    """AUROC of every row of `scores` [R, n], against every 0/1 label column `labels` [K, n], on every resample
+    `counts` [B, n] (multiplicities): float64 [R, K, B].  Resamples with one class give NaN.
+
+    Why: this is the bootstrap of the whole transfer grid (every method, experiment, test subset, filter and
+    layer, 1000 resamples each), so its cost is the stage's cost.  One sort per row serves every resample and
+    every label column.  With c the resample's multiplicities in sorted order and cc their inclusive prefix
+    sums, the doubled weighted midrank of a copy of element i is cc[left_i] + cc[right_i] + 1 (cc padded with a
+    leading 0), and 2U = S - P (P + 1) with S = sum_i y_i c_i (cc[left_i] + cc[right_i] + 1) (the count form
+    of the Mann-Whitney statistic; a P x P block of positive-positive pairs cancels exactly).  Without ties
+    cc[left] + cc[right] = 2 cc_i - c_i, so S = 2 sum_i y_i c_i cc_i - sum_i y_i c_i (c_i - 1): per resample
+    one gather of the multiplicities into sorted order (whole rows of the transposed counts), one prefix sum,
+    one product, and one batched matrix product with the K label columns; the second term, P and N need no
+    sorting (matrix products in the original order).  For integer multiplicities with total W, every number
+    involved is an integer of at most W (2W + 1), exact in float32 below 2^24 (W <= 2895) and in float64
+    beyond; so U and P N are exact, and the result is bit-identical to dividing the exact Mann-Whitney count
+    by P N, which is what the per-resample computation did (the tests check both).
+    """
+    if scores.ndim != 2:
+        raise ValueError("bootstrap_auroc_columns expects scores of shape [rows, n]")
+    rows, n = scores.shape
+    dev = scores.device
+    y = _label_rows(labels, n, dev)
+    k = y.shape[0]
+    c64 = counts.to(device=dev, dtype=torch.float64)
+    if c64.ndim != 2 or c64.shape[1] != n:
+        raise ValueError(f"counts must be [resamples, {n}], got shape {tuple(counts.shape)}")
+    n_boot = c64.shape[0]
+    out = torch.full((rows, k, n_boot), math.nan, dtype=torch.float64, device=dev)
+    if rows == 0 or n == 0 or n_boot == 0:
+        return out
+    perm, left, right, nan_rows, tied = _ranked(scores)
+    n_pos = y @ c64.T  # [K, B]
+    n_neg = c64.sum(dim=1) - n_pos
+    self_pairs = y @ (c64 * (c64 - 1)).T  # [K, B]: sum_i y_i c_i (c_i - 1)
+    total = float(c64.sum(dim=1).max())
+    integral = bool(torch.equal(c64, torch.round(c64)))
+    dt = _exact_dtype(total * (2.0 * total + 1)) if integral else torch.float64
+    counts_t = c64.T.to(dt).contiguous()  # [n, B]: a gather into sorted order copies whole rows
+    y_sorted = y.to(dt)[:, perm].permute(1, 0, 2).contiguous()  # [R, K, n]
+    s2 = torch.empty(rows, k, n_boot, dtype=torch.float64, device=dev)
+    b_step = max(1, min(n_boot, chunk_elems // n))
+    r_step = max(1, chunk_elems // (n * b_step))
+    for b0 in range(0, n_boot, b_step):
+        b1 = min(n_boot, b0 + b_step)
+        ct = counts_t if b1 - b0 == n_boot else counts_t[:, b0:b1].contiguous()
+        for r0 in range(0, rows, r_step):
+            r1 = min(rows, r0 + r_step)
+            r = r1 - r0
+            c = ct.index_select(0, perm[r0:r1].reshape(-1)).view(r, n, b1 - b0)
+            if not bool(tied[r0:r1].any()):
+                cc = torch.cumsum(c, dim=1).mul_(c)
+                t = torch.bmm(y_sorted[r0:r1], cc).to(torch.float64)
+                s2[r0:r1, :, b0:b1] = 2.0 * t - self_pairs[None, :, b0:b1]
+            else:
+                cc = torch.nn.functional.pad(torch.cumsum(c, dim=1), (0, 0, 1, 0)).reshape(r * (n + 1), -1)
+                base = (torch.arange(r, device=dev) * (n + 1))[:, None]
+                a2 = cc.index_select(0, (left[r0:r1] + base).reshape(-1))
+                a2 += cc.index_select(0, (right[r0:r1] + base).reshape(-1))
+                a2 = a2.view(r, n, b1 - b0).add_(1.0).mul_(c)
+                s2[r0:r1, :, b0:b1] = torch.bmm(y_sorted[r0:r1], a2).to(torch.float64)
+    u = (s2 - (n_pos * (n_pos + 1))[None]) * 0.5
+    res = u / (n_pos * n_neg)[None]
+    undefined = ((n_pos <= 0) | (n_neg <= 0))[None] | nan_rows[:, None, None]
+    return torch.where(undefined, out, res)
+
+
 def bootstrap_auroc(
     scores: Tensor,
     labels: Tensor,
     counts: Tensor,
     *,
-    chunk_elems: int = 8_000_000,
+    chunk_elems: int = 1 << 19,
 ) -> Tensor:
     """AUROC of every row of `scores` [R, n] on every resample `counts` [B, n]: float64 [R, B].
 
-    One sort per row; each resample is a weighting of the sorted row.  Resamples with one class give NaN.
+    `labels` [n] (shared by all rows) or [R, n] (one label vector per row).  One sort per row; each resample is
+    a weighting of the sorted row (see `bootstrap_auroc_columns`).  Resamples with one class give NaN.
     """
     if scores.ndim != 2:
         raise ValueError("bootstrap_auroc expects scores of shape [rows, n]")
-    perm, left, right, nan_rows = _sorted_stats(scores)
-    y = _as_labels(labels, scores).expand(scores.shape)
-    y_sorted = torch.gather(y, -1, perm)  # [R, n]
-    rows, n = scores.shape
-    n_boot = counts.shape[0]
-    out = torch.empty(rows, n_boot, dtype=torch.float64, device=scores.device)
-    step = max(1, chunk_elems // max(1, n * n_boot))
-    counts = counts.to(device=scores.device, dtype=torch.float64)
-    for a in range(0, rows, step):
-        b = min(rows, a + step)
-        w_sorted = counts[:, perm[a:b]].permute(1, 0, 2)  # [r, B, n]
-        out[a:b] = _weighted_auroc_sorted(
-            y_sorted[a:b, None, :],
-            w_sorted,
-            left[a:b, None, :],
-            right[a:b, None, :],
-            nan_rows[a:b, None],
-        )
-    return out
+    y = torch.as_tensor(labels, device=scores.device)
+    if y.ndim == 1 or y.shape[0] == 1:
+        return bootstrap_auroc_columns(scores, y.reshape(1, -1), counts, chunk_elems=chunk_elems)[:, 0]
+    if y.shape != scores.shape:
+        raise ValueError(f"labels must be [n] or [rows, n] = {tuple(scores.shape)}, got {tuple(y.shape)}")
+    return torch.stack(
+        [
+            bootstrap_auroc_columns(scores[i : i + 1], y[i : i + 1], counts, chunk_elems=chunk_elems)[0, 0]
+            for i in range(scores.shape[0])
+        ]
+    )
 
 
 def percentile_ci(samples: Tensor, level: float = 0.95) -> tuple[Tensor, Tensor]:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from quirky.errors import QuirkyError
 from quirky.probes.base import Probe
-from quirky.probes.metrics import auroc
+from quirky.probes.metrics import auroc_columns
 
 
 class RandomDirectionsProbe(Probe):
@@ -61,17 +61,23 @@ class RandomDirectionsProbe(Probe):
         z = self.directions(layer, x.shape[-1], x.device, x.dtype)
         return z @ x[layer].mT  # [K, n]
 
-    def _fit(self, x: Tensor, y: Tensor) -> None:
-        signs = []
+    def _project(self, x: Tensor) -> Tensor:
+        """Raw projections [L, K, n] of every layer, written into one buffer (no per-layer list, no stack copy)."""
+        out = torch.empty(x.shape[0], self.n_directions, x.shape[1], dtype=x.dtype, device=x.device)
         for layer in range(x.shape[0]):
-            auc = auroc(self._raw(x, layer), y)
-            signs.append(torch.where(auc < 0.5, -1.0, 1.0).to(x.dtype))
+            torch.matmul(self.directions(layer, x.shape[-1], x.device, x.dtype), x[layer].mT, out=out[layer])
+        return out
+
+    def _fit(self, x: Tensor, y: Tensor) -> None:
+        # one rank computation for all layers x directions (`auroc_columns`, bit-identical to a per-layer `auroc`)
+        num_layers, k = x.shape[0], self.n_directions
+        raw = self._project(x)
+        auc = auroc_columns(raw.reshape(num_layers * k, -1), y.unsqueeze(0)).reshape(num_layers, k)
+        del raw
         self.state = {
-            "sign": torch.stack(signs),
+            "sign": torch.where(auc < 0.5, -1.0, 1.0).to(x.dtype),
             "shape": torch.tensor([x.shape[0], x.shape[-1]], dtype=torch.int64),
         }
 
     def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor:
-        return torch.stack(
-            [self._raw(x, layer) * state["sign"][layer, :, None] for layer in range(x.shape[0])]
-        )
+        return self._project(x).mul_(state["sign"][:, :, None])
