@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -208,11 +207,3 @@ def run_intervention(
         write_json(tmp / RESULT_JSON, result)
     shutil.rmtree(scratch, ignore_errors=True)
     return read_json(result_file)
-
-
-def load_log_odds(out: str | Path) -> pd.DataFrame:
-    """The per-example table of a finished intervention run."""
-    path = Path(out) / LOG_ODDS
-    if not path.is_file():
-        raise QuirkyError(f"no intervention results at {out} (missing {LOG_ODDS})")
-    return pd.read_parquet(path)

@@ -14,9 +14,6 @@ from typing import Any
 
 from quirky.errors import QuirkyError
 
-# Context used when a caller asks for choice tokens without a prompt: a typical prompt ending.
-DEFAULT_CONTEXT = "Question: Is this right?\nAnswer:"
-
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """The prompt's ids as the model sees them: the tokenizer's special tokens added once (a BOS for Llama-style
@@ -66,12 +63,6 @@ def first_choice_tokens(
             "cannot tell them apart; use choices whose first tokens differ"
         )
     return toks[0][0], toks[1][0]
-
-
-def choice_token_ids(tokenizer: Any, choices: Sequence[str], prompt: str | None = None) -> list[int]:
-    """First answer token id of each of two choices after `prompt` (default: a neutral prompt ending), as a list;
-    a clear error when they coincide.  Prompt-independent callers (e.g. finetuning) use this."""
-    return list(first_choice_tokens(tokenizer, DEFAULT_CONTEXT if prompt is None else prompt, choices))
 
 
 def _strip_eos(tokenizer: Any, ids: list[int], plain_last: int | None) -> list[int]:

@@ -44,10 +44,8 @@ class Objective(Protocol):
 @dataclass
 class LbfgsResult:
     x: Tensor  # [B, p] solution
-    f: Tensor  # [B] objective at x
     n_iter: Tensor  # [B] iterations each problem took
     converged: Tensor  # [B] bool: met a tolerance (False = hit max_iter)
-    n_evals: Tensor  # [B] objective evaluations each problem needed (line-search trials included)
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -102,9 +100,7 @@ def lbfgs(
     # the rows that matter and the stopped problems' final x elsewhere.
     ids = torch.arange(full_b, device=dev)
     x_full = x.clone()
-    f_full = torch.zeros(full_b, device=dev, dtype=dt)
     n_iter_full = torch.zeros(full_b, dtype=torch.long, device=dev)
-    n_evals_full = torch.ones(full_b, dtype=torch.long, device=dev)
     converged_full = torch.zeros(full_b, dtype=torch.bool, device=dev)
 
     def widen(t: Tensor, fill: Tensor | None = None) -> Tensor:
@@ -142,7 +138,6 @@ def lbfgs(
     active = g.abs().amax(dim=-1) > gtol
     converged = ~active
     n_iter = torch.zeros(bsz, dtype=torch.long, device=dev)
-    n_evals = torch.ones(bsz, dtype=torch.long, device=dev)
     f_window = f.clone().unsqueeze(0).repeat(max(1, window), 1)  # f of the last `window` iterations
     slot = 0
     filled = 0  # history slots written so far: the two-loop recursion skips the empty ones
@@ -151,15 +146,15 @@ def lbfgs(
         if n_active == 0:
             break
         if 2 * n_active <= len(ids) and len(ids) >= 8:
-            x_full[ids], f_full[ids], n_iter_full[ids] = x, f, n_iter
-            n_evals_full[ids], converged_full[ids] = n_evals, converged
+            x_full[ids], n_iter_full[ids] = x, n_iter
+            converged_full[ids] = converged
             keep = torch.nonzero(active).flatten()
             ids = ids[keep]
             x, f, g, z = x[keep], f[keep], g[keep], z[keep]
             s_hist, y_hist, rho = s_hist[:, keep], y_hist[:, keep], rho[:, keep]
             gamma, f_window = gamma[keep], f_window[:, keep]
             active, converged = active[keep], converged[keep]
-            n_iter, n_evals = n_iter[keep], n_evals[keep]
+            n_iter = n_iter[keep]
             bsz = len(ids)
         if refresh > 0 and it > 0 and it % refresh == 0:
             z = logits(x, active)
@@ -200,7 +195,6 @@ def lbfgs(
 
         ts = t0[:, None] * rel_steps[None, :]  # [B, m]
         f_try = trial(ts, active)
-        n_evals = n_evals + active.long()
         ok = torch.isfinite(f_try) & (f_try <= f[:, None] + 1e-4 * ts * gd[:, None])
         # among the candidates that satisfy Armijo, the one with the lowest objective (a step longer than 1
         # among `steps` is how the search extrapolates when the quasi-Newton step is too short)
@@ -220,7 +214,6 @@ def lbfgs(
             t_quad = torch.where(torch.isfinite(f_last) & (curv > 0), t_quad, 0.1 * t)
             t = torch.where(pending, torch.minimum(torch.maximum(t_quad, 0.1 * t), 0.5 * t), t)
             f_one = trial(t[:, None], pending)
-            n_evals = n_evals + pending.long()
             f_last = f_one[:, 0]
             ok1 = pending & torch.isfinite(f_last) & (f_last <= f + 1e-4 * t * gd)
             t_acc = torch.where(ok1, t, t_acc)
@@ -257,9 +250,9 @@ def lbfgs(
         newly = active & (done_g | done_f | stalled)
         converged = converged | newly
         active = active & ~newly
-    x_full[ids], f_full[ids], n_iter_full[ids] = x, f, n_iter
-    n_evals_full[ids], converged_full[ids] = n_evals, converged
-    return LbfgsResult(x=x_full, f=f_full, n_iter=n_iter_full, converged=converged_full, n_evals=n_evals_full)
+    x_full[ids], n_iter_full[ids] = x, n_iter
+    converged_full[ids] = converged
+    return LbfgsResult(x=x_full, n_iter=n_iter_full, converged=converged_full)
 
 
 def active_columns(need: Tensor) -> Tensor | None:
