@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quirky.results.archive import trim_results
 from quirky.results.tables import update_doc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +67,8 @@ def test_ae_bh_average_pgr_recomputed_from_the_archive() -> None:
 def test_lm_auroc_recomputed_from_the_archive() -> None:
     """The LM table's Alice cell is the archived lm row's AUROC and CI, for every dataset."""
     block = _doc_block("lm")
-    for path in sorted((GRID / "probes").glob("*/*/results_eil.csv")):
-        rows = pd.read_csv(path)
+    for path in sorted((GRID / "probes").glob("*/*/results.parquet")):
+        rows = pd.read_parquet(path)
         r = rows[(rows["method"] == "lm") & (rows["test"] == "A") & (rows["label_col"] == "alice_label")]
         r = r[r["filter"] == "all"].iloc[0]
         cell = _table_row(block, path.parent.name, 0)[1]
@@ -86,26 +85,3 @@ def test_anomaly_average_recomputed_from_the_archive() -> None:
     header = _table_row(gaussian, "dataset", 0)
     row = _table_row(gaussian, "**average**", 0)
     assert float(row[header.index("lr")]) == pytest.approx(float(np.mean(lr)), abs=0.005)
-
-
-def test_trim_keeps_eil_final_and_lm_rows(tmp_path: Path) -> None:
-    layers = 4
-    rows = [
-        {"method": m, "train": t, "layer": la, "auroc": 0.5}
-        for m, t in (("lr", "A"), ("lr", "B"), ("ccs", "AE"))
-        for la in range(layers)
-    ] + [{"method": "lm", "train": "-", "layer": -1, "auroc": 0.7}]
-    eil = tmp_path / "eil.csv"
-    pd.DataFrame({"method": ["lr", "ccs"], "train": ["A", "AE"], "eil_layer": [1, 0]}).to_csv(
-        eil, index=False
-    )
-    kept = trim_results(pd.DataFrame(rows), eil)
-    got = set(zip(kept["method"], kept["train"], kept["layer"], strict=True))
-    assert got == {
-        ("lr", "A", 1),
-        ("ccs", "AE", 0),
-        ("lr", "A", 3),
-        ("lr", "B", 3),
-        ("ccs", "AE", 3),
-        ("lm", "-", -1),
-    }

@@ -2,10 +2,8 @@
 
 Why an archive: a run directory holds gigabytes (models, activations, scores) that cannot live in git, yet every
 number the docs quote must be re-derivable by anyone.  `collect` copies the small per-stage summaries of a run
-into `results/<name>/`, keeping the run directory's own layout (so `quirky report` reads the archive like a run),
-and trims the per-layer results table to the rows the tables need (the earliest informative layers, the final
-layer for the PGR floor and ceiling, and the LM's own log-odds).  `tables` turns an archive back into the
-Markdown tables of docs/RESULTS.md; `check` says whether the committed docs still match the committed archive.
+into `results/<name>/` in the run directory's own layout, so `quirky report` reads an archive like a run, and
+`quirky.results.tables` builds the Markdown tables of docs/RESULTS.md from it.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from quirky.errors import QuirkyError
@@ -25,9 +22,9 @@ from quirky.report.layout import ANOMALY, DATASETS, FINETUNE, PROBES, RUN_JSON, 
 
 #: The marker that says a directory is a results archive written by `collect` (the only kind it overwrites).
 MARKER = "results-archive.json"
-#: Per-layer results rows kept in the archive (`results.csv` of the probe stage, trimmed).
-RESULT_ROWS = "results_eil.csv"
-_PROBE_FILES = ("summary.json", "pgr.csv", "eil.csv", "run.json")
+#: The probe stage's per-layer results (every method, layer, test subset, label and filter, with CIs).
+RESULT_ROWS = "results.parquet"
+_PROBE_FILES = ("summary.json", "pgr.csv", "eil.csv", "run.json", RESULT_ROWS)
 _FINETUNE_FILES = ("metrics.json", "finetune.json", "training_config.json", "timing.json")
 _TIME_FIELDS = {
     "User time (seconds)": "user_s",
@@ -67,11 +64,6 @@ def collect(
         rel = Path(PROBES, model, dataset)
         for f in _PROBE_FILES:
             keep(path / f, rel / f)
-        if (path / "results.parquet").is_file():
-            rows = trim_results(pd.read_parquet(path / "results.parquet"), path / "eil.csv")
-            (out / rel).mkdir(parents=True, exist_ok=True)
-            rows.to_csv(out / rel / RESULT_ROWS, index=False, float_format="%.6g")
-            copied.append((rel / RESULT_ROWS).as_posix())
     for (model, dataset), path in run.anomaly.items():
         keep(path / "anomaly.json", Path(ANOMALY, model, dataset, "anomaly.json"))
     for (model, dataset, name), path in run.interventions.items():
@@ -82,27 +74,6 @@ def collect(
         copied.append("resources.json")
     write_json(out / MARKER, {"kind": "quirky-results", "source": str(run.root), "files": sorted(copied)})
     return out
-
-
-def trim_results(results: pd.DataFrame, eil_csv: Path) -> pd.DataFrame:
-    """The rows of a probe stage's per-layer table that the result tables read.
-
-    Kept: the LM's own rows; every method's rows at its earliest informative layers (where transfer AUROCs are
-    read); every row at the final layer (the PGR floor and ceiling are final-layer `lr` AUROCs).
-    """
-    final = int(results.loc[results["layer"] >= 0, "layer"].max())
-    keep = (results["method"] == "lm") | (results["layer"] == final)
-    if eil_csv.is_file():
-        eil = pd.read_csv(eil_csv)
-        pairs = set(zip(eil["method"], eil["train"], eil["eil_layer"], strict=True))
-        keep |= np.array(
-            [
-                (m, t, la) in pairs
-                for m, t, la in zip(results["method"], results["train"], results["layer"], strict=True)
-            ],
-            dtype=bool,
-        )
-    return results[keep].reset_index(drop=True)
 
 
 def parse_time_log(path: Path) -> dict[str, Any]:
@@ -151,10 +122,8 @@ class Archive:
         frames = []
         for _, path in sorted(self.layout.probes.items()):
             f = path / name
-            if not f.is_file() and name == RESULT_ROWS and (path / "results.parquet").is_file():
-                frames.append(trim_results(pd.read_parquet(path / "results.parquet"), path / "eil.csv"))
-            elif f.is_file():
-                frames.append(pd.read_csv(f))
+            if f.is_file():
+                frames.append(pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def anomaly_results(self) -> pd.DataFrame:
