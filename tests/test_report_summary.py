@@ -62,7 +62,8 @@ def test_pgr_table_averages_like_the_paper() -> None:
     t = pgr_tables(_rows())["AE->BH"]
     frame = t["frame"].set_index("method")
     assert t["excluded"] == ["population"]
-    assert list(frame.columns) == ["addition", "capitals", "population", "average", "paper (average)"]
+    # datasets in the paper's column order, then our average and the paper's
+    assert list(frame.columns) == ["capitals", "population", "addition", "average", "paper (average)"]
     # per dataset: AUROC averaged over models first, then the ratio: lr on addition (mean(.7, .5) - .4) / .4
     assert frame.loc["lr", "addition"] == pytest.approx(0.5)
     assert frame.loc["lr", "capitals"] == pytest.approx(0.9)
@@ -105,6 +106,7 @@ def test_single_dataset_has_no_average_column() -> None:
 def test_overview_is_dataset_by_method() -> None:
     ov = overview_table(_rows(), {"addition": 0.3, "capitals": 0.6, "population": 0.9}).set_index("dataset")
     assert list(ov.columns) == ["LM on BH", "lr", "mean-diff", "ccs (all@alice_label)"]
+    assert list(ov.index) == ["capitals", "population", "addition", "average (without population)"]
     assert ov.loc["addition", "lr"] == pytest.approx(0.6)  # mean over the two models
     avg = ov.loc["average (without population)"]
     assert avg["lr"] == pytest.approx((0.6 + 0.69) / 2)

@@ -152,7 +152,7 @@ def grouped_bars(
         fig, axes = plt.subplots(
             1,
             len(panels),
-            figsize=(max(4.0, 0.55 * n_groups * max(len(names), 1) + 1.5) * len(panels), 3.0),
+            figsize=(min(max(4.0, 0.55 * n_groups * max(len(names), 1) + 1.5), 12.0) * len(panels), 3.0),
             squeeze=False,
         )
         flat = list(axes.flat)

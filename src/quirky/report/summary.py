@@ -45,6 +45,15 @@ def _excluded(table: str, datasets: set[str]) -> list[str]:
     return sorted(d for d in paper.EXCLUDED_WHEN_HARD if "H" in table and d in datasets)
 
 
+def paper_order(datasets: Any) -> list[str]:
+    """Datasets in the paper's table order (quirky.datasets.DATASET_NAMES), unknown names last, alphabetically:
+    our tables line up with the paper's columns."""
+    from quirky.datasets import DATASET_NAMES
+
+    rank = {name: i for i, name in enumerate(DATASET_NAMES)}
+    return sorted(set(datasets), key=lambda d: (rank.get(d, len(rank)), d))
+
+
 def _fmt_num(x: Any) -> float:
     return math.nan if x is None else float(x)
 
@@ -59,7 +68,8 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
 
     rows = []
     several_models = len({m for m, _ in run.probes}) > 1
-    for (model, dataset), path in sorted(run.probes.items()):
+    order = {d: i for i, d in enumerate(paper_order(d for _, d in run.probes))}
+    for (model, dataset), path in sorted(run.probes.items(), key=lambda kv: (order[kv[0][1]], kv[0][0])):
         if not (path / "summary.json").is_file():
             continue
         job: dict[str, Any] = {"probe_summary": read_json(path / "summary.json")}
@@ -105,7 +115,7 @@ def pgr_tables(pgr_rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
         avg = average_pgr(g, by=("table", "method", "train"), exclude_datasets=excluded)
         avg = avg[avg["dataset"] == "average"]
         both = pd.concat([per_ds, avg], ignore_index=True)
-        datasets = sorted(set(per_ds["dataset"]))
+        datasets = paper_order(per_ds["dataset"])
         several = len(datasets) > 1
         reference = paper.PGR_TABLES.get(name, {})
         rows = []
@@ -188,7 +198,7 @@ def overview_table(pgr_rows: pd.DataFrame, lm_bh: dict[str, float]) -> pd.DataFr
     g = pgr_rows[pgr_rows["table"] == "AE->BH"]
     g = g.assign(col=[method_label(m, t, "AE") for m, t in zip(g["method"], g["train"], strict=True)])
     pivot = g.pivot_table(index="dataset", columns="col", values="auc", aggfunc="mean", dropna=False)
-    pivot = pivot[list(dict.fromkeys(g["col"]))]
+    pivot = pivot.loc[paper_order(pivot.index), list(dict.fromkeys(g["col"]))]
     pivot.insert(0, "LM on BH", [lm_bh.get(d, math.nan) for d in pivot.index])
     excluded = _excluded("AE->BH", set(pivot.index))
     kept = pivot.drop(index=excluded)
@@ -246,7 +256,7 @@ def summary(run: RunLayout) -> SectionResult:
         sec.note = "no probe results yet (probes/<model>/<dataset>/summary.json): nothing to summarise"
         data = {"present": False, "note": sec.note}
         return sec, data
-    probed = sorted({d for _, d in run.probes})
+    probed = paper_order(d for _, d in run.probes)
     models = sorted({m for m, _ in run.probes})
     pending = [d for d in run.dataset_names() if d not in probed]
     sec.blocks.append(
