@@ -229,6 +229,17 @@ def test_numbers_are_the_stage_outputs(report, run_dir: Path) -> None:
     anomaly = json.loads((run_dir / "anomaly" / MODEL / DATASET / "anomaly.json").read_text())
     got = {r["detector"]: r["AUROC"] for r in summary["sections"]["anomaly"]["results"]}
     assert got == {r["detector"]: pytest.approx(r["auroc"]) for r in anomaly["results"]}
+    # the summary's anomaly row: the paper's detector on lr scores, beside the paper's number
+    gaussian = next(r for r in anomaly["results"] if r["detector"] == "gaussian" and r["method"] == "lr")
+    (row,) = summary["sections"]["summary"]["anomaly"]
+    assert row == {
+        "method": "lr",
+        "AUROC (mean)": pytest.approx(gaussian["auroc"]),
+        "runs": 1,
+        "paper AUROC": 0.94,
+    }
+    (head,) = summary["sections"]["summary"]["headlines"]
+    assert head["anomaly AUROC"] == pytest.approx(anomaly["summary"]["gaussian/lr"]["mean_auroc"])
     assert summary["sections"]["appendix"]["fingerprints"] == {f"datasets/{DATASET}": "0123456789abcdef"}
     # PGR per method: the probe stage's pgr.csv (one model, one dataset: model and dataset averages are identity)
     pgr_csv = pd.read_csv(run_dir / "probes" / MODEL / DATASET / "pgr.csv")
@@ -447,7 +458,7 @@ def test_several_models_and_datasets(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_curve_average_ignores_nan_runs() -> None:
-    """The reference divided by all runs even where one was NaN (§9.1-12); here a NaN run is left out."""
+    """The original (results/viz.py) divided by all runs even where one was NaN; here a NaN run is left out."""
     from quirky.report.sections import _curves
 
     rows = []
