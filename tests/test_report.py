@@ -340,7 +340,7 @@ window.addEventListener('load', function () {
   var first = document.querySelector('section table');
   if (first) {
     var r = first.getBoundingClientRect();
-    var caption = first.previousElementSibling;
+    var caption = (first.closest('.table-wrap') || first).previousElementSibling;
     out.first_table = {section: first.closest('section').id, top: r.top, bottom: r.bottom,
                        caption: caption ? caption.textContent : '',
                        header: Array.from(first.querySelectorAll('th')).map(function (h) { return h.textContent; }),

@@ -121,6 +121,7 @@ def test_paper_numbers_are_consistent() -> None:
 
     assert set(paper.AE_BH_DATASETS) == set(DATASET_NAMES) - set(paper.EXCLUDED_WHEN_HARD)
     assert set(paper.AE_BH_FLOOR_CEILING) == set(paper.AE_BH_DATASETS)
+    assert tuple(paper.DATASET_ABBREVIATIONS) == DATASET_NAMES  # the paper's column order is quirky's
     for table in (paper.AE_BH_PGR, paper.A_B_PGR):
         assert {m for m, _ in table} <= set(METHODS)
     assert set(paper.ANOMALY_AUROC) <= set(METHODS)
@@ -229,3 +230,25 @@ def test_a_legend_inside_the_axes_is_detected(monkeypatch: pytest.MonkeyPatch) -
     ax.legend(loc="best")
     assert _overlaps(fig) == [("lr", "")]
     plt.close(fig)
+
+
+def test_many_dataset_columns_use_the_paper_abbreviations() -> None:
+    from quirky.report.summary import _short_columns
+
+    few = pd.DataFrame(columns=["method", "addition", "capitals", "average"])
+    assert _short_columns(few) == (few, {})
+    names = ["capitals", "hemisphere", "sciq", "sentiment", "addition", "modularaddition"]
+    many = pd.DataFrame(columns=["method", *names, "average", "paper (average)"])
+    short, renamed = _short_columns(many)
+    assert list(short.columns) == [
+        "method",
+        "cap",
+        "hem",
+        "sciq",
+        "snt",
+        "add",
+        "mod",
+        "average",
+        "paper (average)",
+    ]
+    assert renamed == {n: paper.DATASET_ABBREVIATIONS[n] for n in names if n != "sciq"}

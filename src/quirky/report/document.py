@@ -79,7 +79,7 @@ h1{border-bottom:2px solid #444;padding-bottom:.2em}h2{border-bottom:1px solid #
 nav{font-size:.9em}nav ul{display:flex;flex-wrap:wrap;gap:.1em 1.2em;list-style:none;padding-left:0;margin:.2em 0}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}p.caption{font-style:italic;margin:1em 0 .2em}
+td:first-child,th:first-child{text-align:left}td:first-child{white-space:nowrap}.table-wrap{overflow-x:auto}p.caption{font-style:italic;margin:1em 0 .2em}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9em;color:#444}.note{background:#fff8e0;border-left:4px solid #e0b000;padding:.4em .8em}
 .missing{color:#777}pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
@@ -115,14 +115,14 @@ def render_html(title: str, sections: list[Section]) -> str:
                 header, rows = _cells(b)
                 if b.caption:  # a paragraph, not <caption>: a caption would wrap to the table's width
                     out.append(f'<p class="caption">{html.escape(b.caption)}</p>')
-                out.append("<table>")
+                out.append('<div class="table-wrap"><table>')  # a wide table scrolls, the page does not
                 out.append(
                     "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>"
                 )
                 out.append("<tbody>")
                 for r in rows:
                     out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
-                out.append("</tbody></table>")
+                out.append("</tbody></table></div>")
             elif isinstance(b, Figure):
                 data = base64.b64encode(b.png).decode("ascii")
                 out.append(

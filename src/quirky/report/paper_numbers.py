@@ -48,6 +48,25 @@ AE_BH_DATASETS: Final = (
 )
 """The 11 datasets of the AE->BH averages (all 12 but population), arXiv 2312.01037v4 and the notebook at 8f30c6d."""
 
+DATASET_ABBREVIATIONS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "capitals": "cap",
+        "hemisphere": "hem",
+        "population": "pop",
+        "sciq": "sciq",
+        "sentiment": "snt",
+        "nli": "nli",
+        "authors": "aut",
+        "addition": "add",
+        "subtraction": "sub",
+        "multiplication": "mul",
+        "modularaddition": "mod",
+        "squaring": "sqr",
+    }
+)
+"""The short dataset names the paper's tables use as column headers, in the paper's column order (arXiv
+2312.01037v4; the notebook at 8f30c6d prints the same), so a table over all 12 datasets fits a page."""
+
 EXCLUDED_WHEN_HARD: Final = ("population",)
 """Datasets the paper leaves out of every average that involves hard examples (AE->BH PGR, anomaly detection):
 population's label is decided by its difficulty (notebook at 8f30c6d; arXiv 2312.01037v4)."""

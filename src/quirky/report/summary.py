@@ -46,12 +46,24 @@ def _excluded(table: str, datasets: set[str]) -> list[str]:
 
 
 def paper_order(datasets: Any) -> list[str]:
-    """Datasets in the paper's table order (quirky.datasets.DATASET_NAMES), unknown names last, alphabetically:
-    our tables line up with the paper's columns."""
-    from quirky.datasets import DATASET_NAMES
-
-    rank = {name: i for i, name in enumerate(DATASET_NAMES)}
+    """Datasets in the paper's table order, unknown names last, alphabetically: our tables line up with the
+    paper's columns."""
+    rank = {name: i for i, name in enumerate(paper.DATASET_ABBREVIATIONS)}
     return sorted(set(datasets), key=lambda d: (rank.get(d, len(rank)), d))
+
+
+#: more dataset columns than this and the PGR tables use the paper's short names (a page-wide table otherwise)
+MAX_LONG_COLUMNS = 4
+
+
+def _short_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The frame with dataset columns renamed to the paper's abbreviations when there are many of them, and the
+    names that were abbreviated (for the caption)."""
+    names = [c for c in frame.columns if c in paper.DATASET_ABBREVIATIONS]
+    if len(names) <= MAX_LONG_COLUMNS:
+        return frame, {}
+    short = {c: paper.DATASET_ABBREVIATIONS[c] for c in names if paper.DATASET_ABBREVIATIONS[c] != c}
+    return frame.rename(columns=short), short
 
 
 def _fmt_num(x: Any) -> float:
@@ -309,7 +321,10 @@ def summary(run: RunLayout) -> SectionResult:
             f". 'paper (average)': the paper's average over {paper.MODELS} models and its datasets "
             f"({paper.PAPER}); the paper has no per-dataset PGR on these scales."
         )
-        sec.blocks.append(Table(t["frame"], caption, digits=2))
+        frame, abbreviated = _short_columns(t["frame"])
+        if abbreviated:
+            caption += " Columns: " + ", ".join(f"{a} = {d}" for d, a in abbreviated.items()) + "."
+        sec.blocks.append(Table(frame, caption, digits=2))
         fc_caption = f"Floor and ceiling of {name} per dataset (final-layer lr, averaged over models)"
         fc_caption += "; the paper's pairs are per dataset where it gives them, else its average."
         sec.blocks.append(Table(t["floor_ceiling"], fc_caption, digits=2))
