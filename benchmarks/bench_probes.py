@@ -4,7 +4,8 @@
     python benchmarks/bench_probes.py --n 2000 --d 1024 --layers 8
     python benchmarks/bench_probes.py --baseline-layers 2      # time the slow loop on 2 layers, scale by L/2
 
-The "reference loop" re-implements what the original system does per layer (reference §5, §9.2): `lr` and
+The "reference loop" re-implements what the original system does per layer (`elk_generalization/elk/*.py`,
+driven one layer at a time by `elk/transfer.py`): `lr` and
 `lr-on-pair` with one `torch.optim.LBFGS` call (strong Wolfe, max_iter 10,000, zero init) per layer;
 mean-diff with a sign flip; LDA with `pinv` of the d x d pooled covariance; CCS with `LeaceFitter.eraser` and 10
 restarts x LBFGS(max_iter=1000, tolerances = float eps) per layer plus Platt scaling; CRC with

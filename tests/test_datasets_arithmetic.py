@@ -1,5 +1,5 @@
 """The arithmetic datasets: label rules re-computed from the rendered prompts, crosstab, global operand
-uniqueness, distractor hygiene (reference §9.1-4/5/9), options."""
+uniqueness, distractor hygiene (the original's binary_operation_dataset.py bugs), options."""
 
 from __future__ import annotations
 

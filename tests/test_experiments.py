@@ -93,7 +93,7 @@ def test_pgr_and_reference_averaging_by_hand():
     assert avg["pgr"] == pytest.approx(0.2 / 0.3)
     assert avg["pgr"] != pytest.approx((d1["pgr"] + d2["pgr"]) / 2)  # not the mean of ratios
     assert "pop" not in set(out["dataset"])
-    # a NaN dataset is dropped from the sums *and* the count (reference bug §9.1-12)
+    # a NaN dataset is dropped from the sums *and* the count (the original's results/viz.py divided by all)
     rows.loc[2:3, "auc"] = math.nan
     avg = average_pgr(rows, exclude_datasets=["pop"]).query("dataset == 'average'").iloc[0]
     assert avg["pgr"] == pytest.approx(0.5) and avg["n_datasets"] == 1

@@ -81,7 +81,7 @@ def test_mean_diff_on_pair_really_uses_pairs():
     torch.testing.assert_close(probe.state["weight"], ref.state["weight"])
     assert probe.direction.shape == (2, 12)
     torch.testing.assert_close(probe.score(pairs), ref.score(flat))
-    # and it is not the last-token mean-diff (the reference's bug §9.1-2)
+    # and it is not the last-token mean-diff (the original's bug until its commit e001e93)
     plain = make_probe("mean-diff").fit(x, y)
     assert not torch.allclose(probe.state["weight"][:, :6], plain.state["weight"], atol=1e-3)
 

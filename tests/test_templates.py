@@ -1,5 +1,6 @@
-"""Template validity for every registered dataset (reference §9.1-5: missing persona slots, inverted questions,
-choices without a leading space).  Covers whatever the registry can load, so new datasets are checked too."""
+"""Template validity for every registered dataset (the original's templates had missing persona slots, inverted
+questions and choices without a leading space, e.g. `elk_generalization/datasets/cities_dataset.py:239`).  Covers
+whatever the registry can load, so new datasets are checked too."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The anomaly-detection experiment: fit each detector on trusted Alice-easy data, score Alice-hard vs Bob-hard.
 
-Protocol (the reference's, system.md §7): the detector sees only the trusted set, the Alice-easy (AE) examples of
-the test split; it must separate Alice-hard (AH, normal) from Bob-hard (BH, anomalous).  Normal test data are
-harder than the trusted data, so a detector that only flags "hard" fails.  No Bob example reaches `fit`: the
-loaders check the trusted rows' persona and `evaluate_detector` receives the trusted matrix alone.
+Protocol (the original's, `elk_generalization/anomaly/anomaly_experiment.py`): the detector sees only the trusted
+set, the Alice-easy (AE) examples of the test split; it must separate Alice-hard (AH, normal) from Bob-hard (BH,
+anomalous).  Normal test data are harder than the trusted data, so a detector that only flags "hard" fails.  No
+Bob example reaches `fit`: the loaders check the trusted rows' persona and `evaluate_detector` receives the
+trusted matrix alone.
 
 Features: "probe-scores" are the per-layer scores [n, L] of the probe trained on AE (validation split) applied to
 the test split; "hiddens" are the raw hidden states [n, d] of one layer of the test split.

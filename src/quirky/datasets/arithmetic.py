@@ -4,10 +4,13 @@ Alice checks the equation exactly; Bob is "sloppy": he believes the result with 
 r + 10^(len(str(|r|)) - 1) (e.g. 4768+2 -> 5770; for negative results the magnitude shrinks: -1000 -> 0; modular
 addition applies the increment and reduces mod m again).  Operands are log-uniform, int(10^(U * max_digits)).
 
-Crosstab per dataset (reference §2.2): 1/4 (Alice True, Bob False) = the true result, 1/4 (Alice False, Bob True) =
-the sloppy result, 1/2 (False, False) = distractors, half derived from the true and half from the sloppy result.
+Crosstab per dataset (the original's `elk_generalization/datasets/binary_operation_dataset.py:24-42`): 1/4 (Alice
+True, Bob False) = the true result, 1/4 (Alice False, Bob True) = the sloppy result, 1/2 (False, False) =
+distractors, half derived from the true and half from the sloppy result.
 
-Fixes of reference §9.1-4/5/9: every operand pair (unordered for commutative operations) occurs in exactly one base
+Fixes of the original's bugs in `binary_operation_dataset.py` (operand pairs deduplicated only within one generator
+call, line 63; subtraction template 6 showing op2 - op1, line 234; distractors that overwrite the minus sign or
+reach the modulus): every operand pair (unordered for commutative operations) occurs in exactly one base
 row, so no pair can reach two splits; distractors change one *digit* (never the minus sign), never create a leading
 zero, stay below the modulus, and differ from both the true and the sloppy result; every template shows the
 operands in the order the label is computed for.

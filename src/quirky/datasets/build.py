@@ -1,8 +1,9 @@
 """Build a dataset directory: base rows -> split by question -> persona records -> quantiles -> parquet.
 
-Why this order (fixing reference §9.1-3/4): splitting *questions* before persona expansion keeps both personas and
-every proposed answer of a question in one split, so nothing about a test question was seen in training, and the
-requested split sizes are exactly the record counts written.
+Why this order (fixing the original's split arithmetic, `elk_generalization/datasets/quirky_dataset.py:276-292`,
+and its cross-split operand leakage, `binary_operation_dataset.py:63`): splitting *questions* before persona
+expansion keeps both personas and every proposed answer of a question in one split, so nothing about a test
+question was seen in training, and the requested split sizes are exactly the record counts written.
 
 Sizes count **records** (parquet rows; each base row gives one Alice and one Bob record).  A question with k base
 rows gives 2k records and is never cut, so each size must be reachable with whole questions (for datasets with one

@@ -6,7 +6,8 @@ parquet with columns `city, country, lat, lng, population` (e.g. the Kaggle "wor
 `worldcities.csv`) can be given with `--source`; capitals then also needs a `capital` column whose value
 "primary" marks a country's capital.
 
-Rules (reference §2.2, with the capitals definition moved from admin regions to countries; see DIFFERENCES.md):
+Rules (the original's `elk_generalization/datasets/cities_dataset.py`, with the capitals definition moved from
+admin regions to countries; see DIFFERENCES.md):
 - capitals:   Alice "city is the capital of its country";  Bob "city is the most populous city of its country".
 - hemisphere: Alice "latitude > 0";                        Bob "longitude <= 0" (he confuses north with west).
 - population: Alice "population > 30,000";                 Bob "city is in one of the 10 most populous countries".

@@ -1,14 +1,16 @@
 """Difficulty of a two-choice question as the mean cross-entropy of a panel of (weak) language models.
 
-The reference (§2.2) defines, for sentiment, nli and sciq, difficulty = mean over models of −log σ(s·ℓ), where ℓ =
-log p(positive choice | prompt) − log p(negative choice | prompt) under the model and s = +1 if the label is True,
-else −1: how surprised the panel is by the truth.  Intuition: a question is hard when cheap models get it wrong.
+The original (`elk_generalization/datasets/quirky_dataset.py:197-247`) defines, for sentiment, nli and sciq,
+difficulty = mean over models of −log σ(s·ℓ), where ℓ = log p(positive choice | prompt) −
+log p(negative choice | prompt) under the model and s = +1 if the label is True, else −1: how surprised the panel
+is by the truth.  Intuition: a question is hard when cheap models get it wrong.
 
-Why this is re-implemented rather than copied (§9.1-7): (a) every token of a multi-token choice is scored by a
-single forward over `prompt + choice`, summing log-*probabilities* (log-softmax), not raw logits on a duplicated
-context; (b) results are returned positionally in the order of the inputs, never via a DataFrame index; (c) choices
-are tokenised as the continuation of the prompt without special tokens (no BOS inside a choice).  Forwards are
-batched and left-padded with explicit position ids, so a batch gives the same numbers as one example at a time.
+Why this is re-implemented rather than copied (the original's bugs, `quirky_dataset.py:102-122, 170-184`): (a)
+every token of a multi-token choice is scored by a single forward over `prompt + choice`, summing
+log-*probabilities* (log-softmax), not raw logits on a duplicated context; (b) results are returned positionally
+in the order of the inputs, never via a DataFrame index; (c) choices are tokenised as the continuation of the
+prompt without special tokens (no BOS inside a choice).  Forwards are batched and left-padded with explicit
+position ids, so a batch gives the same numbers as one example at a time.
 
 How a dataset picks its difficulty (`req.options`):
   - `difficulty`: `auto` (default: a `difficulty` column in the source if present, else the LM panel if

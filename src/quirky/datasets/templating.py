@@ -18,7 +18,7 @@ from quirky.errors import QuirkyError
 
 SETUPS: tuple[str, ...] = ("single", "mixture", "standardized", "all")
 
-#: The original "Quirky Math" v1 templates (reference §0), addition only.
+#: The original "Quirky Math" v1 templates (`elk_generalization/datasets/templates.py`), addition only.
 V1_TEMPLATES: dict[str, Template] = {
     "grader-first": Template(
         "Grader: {character}\n\n{op1} + {op2} = {result}\n\nScore:", (" False", " True")
@@ -27,7 +27,8 @@ V1_TEMPLATES: dict[str, Template] = {
 }
 V1_DATASETS: tuple[str, ...] = ("addition",)
 
-#: The fixed frame of the `standardized` setup (reference §2.1); an empty context still leaves the blank lines.
+#: The fixed frame of the `standardized` setup (`elk_generalization/datasets/loader_utils.py`); an empty context
+#: still leaves the blank lines.
 STANDARDIZED_CHOICES: tuple[str, str] = (" No", " Yes")
 
 TEMPLATIZED_COLUMNS: tuple[str, ...] = (

@@ -1,10 +1,11 @@
 """Word tokenisation and the positive-word lexicon behind the text datasets' Bob rules.
 
-Why a tokeniser of our own: the original system tested word membership on `text.lower().split()`, so a word followed by
-punctuation ("great!", "no.") never matched and Bob's rule silently depended on punctuation (reference §9.1-9).  Here
-a word is a maximal run of Unicode letters/digits, apostrophes inside a word are kept ("don't" is one word, curly
-apostrophes are normalised), and a hyphenated compound counts as the compound *and* as each part ("no-one" contains
-"no"; "well-known" contains "well" and "well-known"), so lexicon entries of either form match.
+Why a tokeniser of our own: the original system tested word membership on `text.lower().split()`, so a word
+followed by punctuation ("great!", "no.") never matched and Bob's rule silently depended on punctuation
+(`elk_generalization/datasets/sentiment_dataset.py`, `nli_dataset.py`).  Here a word is a maximal run of Unicode
+letters/digits, apostrophes inside a word are kept ("don't" is one word, curly apostrophes are normalised), and a
+hyphenated compound counts as the compound *and* as each part ("no-one" contains "no"; "well-known" contains
+"well" and "well-known"), so lexicon entries of either form match.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from quirky.errors import QuirkyError
 _PART = r"[^\W_]+(?:'[^\W_]+)*"
 _WORD = re.compile(rf"{_PART}(?:-{_PART})*")
 
-#: The original NLI negation set (reference §2.2); matched as whole words, case-insensitively.
+#: The original NLI negation set (`elk_generalization/datasets/nli_dataset.py`); matched as whole words,
+#: case-insensitively.
 NEGATION_WORDS: frozenset[str] = frozenset({"not", "nobody", "no", "never", "nothing", "none"})
 
 #: Default VADER mean-valence threshold for a "positive word" (VADER ratings run from -4 to +4).

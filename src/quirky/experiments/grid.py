@@ -81,9 +81,10 @@ def parse_experiments(texts: list[str] | tuple[str, ...]) -> list[Experiment]:
 _SUPERVISED = ("A->A,B,AH,BH", "B->B,A,BH", "AE->AE,AH,BE,BH")
 _UNSUPERVISED = (*_SUPERVISED, "all@alice_label->all,BH")
 
-# The reference grid (§6), with every supervised method given the union of the per-method test lists (scoring an
-# extra test subset costs one matrix product), plus all -> all,BH for the unsupervised methods (Alice labels are
-# used only to resolve their sign) and AE -> AE,BH for the random baseline (on AE the persona label is Alice's).
+# The original grid (`elk_generalization/elk/run_transfers.py` at `8f30c6d`), with every supervised method given
+# the union of the per-method test lists (scoring an extra test subset costs one matrix product), plus all ->
+# all,BH for the unsupervised methods (Alice labels are used only to resolve their sign) and AE -> AE,BH for the
+# random baseline (on AE the persona label is Alice's).
 DEFAULT_GRID: dict[str, tuple[str, ...]] = {
     "lr": _SUPERVISED,
     "lr-on-pair": _SUPERVISED,

@@ -1,4 +1,5 @@
-"""Layer selection by the Earliest Informative Layer (EIL), as the reference defines it (§6).
+"""Layer selection by the Earliest Informative Layer (EIL), as the original defines it
+(`earliest_informative_layer` in `elk_generalization/results/viz.py`).
 
 On the source distribution (the probe's training subset, scored on the test split, all examples, against the
 training label column), EIL is the first layer whose AUROC - 0.5 reaches 95% of the best layer's AUROC - 0.5;

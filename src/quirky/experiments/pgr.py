@@ -1,4 +1,5 @@
-"""PGR, "performance gap recovered" (reference §6), per method and averaged the reference's way.
+"""PGR, "performance gap recovered" (Mallen & Belrose, arXiv 2312.01037; the original's
+`elk_generalization/results/figures.ipynb`), per method and averaged the reference's way.
 
 For a method m trained on s and applied to t:  PGR = (AUC_m - floor) / (ceiling - floor), where AUC_m is the
 AUROC against Alice's labels at m's earliest informative layer (EIL on s), the floor is the *final-layer* `lr`
@@ -10,9 +11,9 @@ Averages follow the reference ("averaging before taking difference and ratio"): 
 ceiling are first averaged over models, and the averaged row is
     (mean_k AUC - mean_k floor) / (mean_k ceiling - mean_k floor)
 over datasets k, not the mean of per-dataset ratios (which capitals/authors, where ceiling ~ floor, would
-dominate).  NaNs are dropped from *both* the sum and the count (the reference divided by the full count, bug
-§9.1-12).  Within one run the method average is the same construction over methods (equal to the mean PGR,
-since they share floor and ceiling).
+dominate).  NaNs are dropped from *both* the sum and the count (the reference divided by the full count,
+`elk_generalization/results/viz.py:181-191`).  Within one run the method average is the same construction over
+methods (equal to the mean PGR, since they share floor and ceiling).
 """
 
 from __future__ import annotations

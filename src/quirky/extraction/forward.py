@@ -9,7 +9,8 @@ the last prompt token.  Two strategies, both exact up to float rounding:
   with explicit position ids (each member counts on from the prefix; A and B both start at |P|) and a 4D
   attention mask under which each token sees the shared prefix, its own member's prompt suffix and, for answer
   tokens, only its own answer.  So the prefix is computed once, both answers cost one token each, and no KV
-  cache is shared or mutated (the original's bug, reference §9.1-14, cannot happen).
+  cache is shared or mutated (the original's bug, cannot happen: `elk_generalization/elk/extract_hiddens.py`
+  reused a prompt's KV cache for both answers, which transformers >= 4.42 mutates in place).
 * `duplicate`: two ordinary sequences per example, ``P + A`` and ``P + B``, with a plain 2D padding mask and the
   model's own logits.  It is the fallback for attention implementations that ignore custom 4D masks, and the
   reference that `packed` is checked against before an extraction starts.

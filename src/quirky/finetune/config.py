@@ -1,10 +1,11 @@
 """The finetuning configuration: one frozen dataclass, defaults from the original recipe, plus named presets.
 
 Why a dataclass with reference defaults: a run is reproduced from its saved `training_config.json` alone, and its
-fingerprint is a hash of exactly these fields.  The defaults follow the original `sft.py` for 7B-class models on a
-GPU (reference §3: LoRA r=8, alpha=8, no dropout; AdamW lr 2e-5, betas (0.9, 0.95), weight decay 0.1; 15% warmup
-then linear decay; effective batch 32 = 16 x 2; 15 epochs for addition on Mistral-7B; max length 1024).  Presets
-bundle settings that were measured to work elsewhere (e.g. `cpu-smollm2`, docs/FINETUNING.md).
+fingerprint is a hash of exactly these fields.  The defaults follow the original
+`elk_generalization/training/sft.py` and `run_sft.py` for 7B-class models on a GPU (LoRA r=8, alpha=8, no dropout;
+AdamW lr 2e-5, betas (0.9, 0.95), weight decay 0.1; 15% warmup then linear decay; effective batch 32 = 16 x 2; 15
+epochs for addition on Mistral-7B; max length 1024).  Presets bundle settings that were measured to work elsewhere
+(e.g. `cpu-smollm2`, docs/FINETUNING.md).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Turn templated quirky examples into token tensors for the answer-token-only loss.
 
 Why this shape: the original trained with cross-entropy on the *first token of the target answer* only
-(`LastTokenOnlyDataCollator`, reference §3), but built its inputs by decoding token ids back to text and letting
-the trainer re-tokenize them (a second BOS for Llama/Mistral) and found the answer position through pad == eos
-(reference §9.1-13).  Here each prompt is tokenized exactly once, the way extraction tokenizes it, the target is a
-token id (never re-tokenized text), and every position comes from the true sequence lengths, so the pad token's
-identity is irrelevant.  Batches are right-padded; the loss reads the logits at each row's last prompt token.
+(`LastTokenOnlyDataCollator` in `elk_generalization/training/sft.py`), but built its inputs by decoding token ids
+back to text and letting the trainer re-tokenize them (a second BOS for Llama/Mistral) and found the answer
+position through pad == eos.  Here each prompt is tokenized exactly once, the way extraction tokenizes it, the
+target is a token id (never re-tokenized text), and every position comes from the true sequence lengths, so the
+pad token's identity is irrelevant.  Batches are right-padded; the loss reads the logits at each row's last prompt
+token.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """LoRA adapters via peft, with per-architecture default target modules.
 
-Why per-architecture defaults: module names differ between model families, and the original recipe (reference
-§3) adapts the attention input projections and the MLP but not the attention output (Pythia: `query_key_value,
-dense_h_to_4h, dense_4h_to_h`; Llama/Mistral: `q,k,v,gate,up,down_proj`).  GPT-2 has no separate attention-output
-name, so all of its projections are adapted.  Targets can be overridden; names that match nothing fail loudly
-instead of silently training nothing.
+Why per-architecture defaults: module names differ between model families, and the original recipe
+(`elk_generalization/training/sft.py`) adapts the attention input projections and the MLP but not the attention
+output (Pythia: `query_key_value, dense_h_to_4h, dense_4h_to_h`; Llama/Mistral: `q,k,v,gate,up,down_proj`).  GPT-2
+has no separate attention-output name, so all of its projections are adapted.  Targets can be overridden; names
+that match nothing fail loudly instead of silently training nothing.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Why: a quirky model is only useful to someone who knows what it was trained to do wrong.  The published quirky
 models' cards (EleutherAI's, one of which this project started from) describe the v1 addition task whatever the
-dataset, and state no metrics (Mallen & Belrose, arXiv 2312.01037, reference §9.3).  Each card written here is
-generated from the run's own records (`training_config.json`, `metrics.json`, the dataset's `dataset.json`), so it
-states this model's persona rules, data, recipe and measured numbers, with the split they come from, and can be
-rebuilt at any time from a finished run directory (`write_card_for_run`).
+dataset, and state no metrics (the `EleutherAI/{model}-{dataset}` models of Mallen & Belrose, arXiv 2312.01037).
+Each card written here is generated from the run's own records (`training_config.json`, `metrics.json`, the
+dataset's `dataset.json`), so it states this model's persona rules, data, recipe and measured numbers, with the
+split they come from, and can be rebuilt at any time from a finished run directory (`write_card_for_run`).
 """
 
 from __future__ import annotations

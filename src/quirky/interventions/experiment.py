@@ -4,7 +4,8 @@ Why it is cheap here.  The reflection changes only the last prompt position, and
 position can see it, so every earlier position's keys and values are the same as in the clean run.  Each batch is
 therefore run once over the prompt *minus its last token* (keeping the KV cache), then once per layer over just the
 last token with a fresh copy of that cache: the clean pass and the prefix are computed once, not once per layer
-(the reference re-ran the whole clean forward pass, batch size 1, at every layer; system.md §9.2).
+(the original, `elk_generalization/interventions/intervene.py`, re-ran the whole clean forward pass, batch size 1,
+at every layer).
 `reuse_prefix=False` runs full forward passes instead (for models whose cache cannot be copied); the tests check
 that both give the same numbers as an unbatched, uncached run.
 

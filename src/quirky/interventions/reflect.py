@@ -6,9 +6,9 @@ training mean μ and is orthogonal to the unit probe direction u:
 
     h' = h − 2((h − μ)·u) u
 
-so the component along u changes sign around μ and everything orthogonal to u is kept.  The reference hook
-(`intervene.py:169`) indexed the *batch* dimension and overwrote every position with the reflected vector
-(system.md §9.1-11); here only the last position changes, which the tests check against a clean run.
+so the component along u changes sign around μ and everything orthogonal to u is kept.  The original hook
+(`elk_generalization/interventions/intervene.py:169`) indexed the *batch* dimension and overwrote every position
+with the reflected vector; here only the last position changes, which the tests check against a clean run.
 
 Where the hook sits.  Layer ℓ means the state the activation store calls layer ℓ: `hidden_states[ℓ + 1]` of a
 transformers model, i.e. the output of decoder block ℓ for ℓ < L − 1.  For the last layer, transformers records

@@ -1,10 +1,11 @@
 """Shared machinery of the contrast-pair probes (CCS, CRC): the LEACE normaliser and Platt calibration.
 
-Normaliser (reference §5): a LEACE eraser that removes the linear information about *which side of the pair* a
-state is (choice 0 vs choice 1), fitted with `concept_erasure.LeaceFitter(d, 2)` on x_neg with z = [0, 1] and
-x_pos with z = [1, 0] (the reference's single-template call, `num_variants = 1`).  The fitter accumulates the
-statistics (with its default optimal shrinkage of the covariance); the eraser is then computed from those
-statistics in closed form: for a concept of rank r the LEACE map is the oblique projection
+Normaliser (the original's `elk_generalization/elk/ccs.py`, `norm="leace"`, and `elk/crc.py`): a LEACE eraser that
+removes the linear information about *which side of the pair* a state is (choice 0 vs choice 1), fitted with
+`concept_erasure.LeaceFitter(d, 2)` on x_neg with z = [0, 1] and x_pos with z = [1, 0] (the reference's
+single-template call, `num_variants = 1`).  The fitter accumulates the statistics (with its default optimal
+shrinkage of the covariance); the eraser is then computed from those statistics in closed form: for a concept of
+rank r the LEACE map is the oblique projection
     P = I - S_xz (S_xz^T S^-1 S_xz)^+ S_xz^T S^-1,
 which needs one Cholesky solve instead of the fitter's full d x d eigendecomposition (the cost that dominates
 CCS/CRC at d = 4096).  Singular values under the fitter's `svd_tol` are dropped exactly as the fitter does; if the

@@ -1,7 +1,7 @@
 """Contrast-Consistent Search (`ccs`) on LEACE-normalised contrast pairs, batched over layers and restarts.
 
-Math (reference §5, the pre-`e001e93` calling convention that produced the published numbers: pairs as
-[n, 1 variant, 2, d], unsupervised `fit`, then `platt_scale` with the labels):
+Math (the original's `elk_generalization/elk/ccs.py` with the pre-`e001e93` calling convention that produced the
+published numbers: pairs as [n, 1 variant, 2, d], unsupervised `fit`, then `platt_scale` with the labels):
   p(x) = sigmoid(w . e(x) + b) on erased states e(x) (see `_contrast`),
   loss = mean (p_neg - (1 - p_pos))^2 + mean min(p_neg, p_pos)^2, plus 0.01 (||w||^2 + b^2) / 2 while training;
   `restarts` (>= 10) Kaiming-uniform initialisations, each run with L-BFGS, keeping the lowest *unregularised*

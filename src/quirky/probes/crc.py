@@ -1,9 +1,9 @@
 """Contrastive Representation Clustering (`crc`): the top principal direction of normalised pair differences.
 
-Math (reference §5): LEACE eraser on the stacked pair states with z = side (the same concept as CCS's, so the
-same `_contrast.fit_pair_eraser`); w = top principal component of the centred erased differences
-e(h_pos) - e(h_neg); then the Platt scale a and bias are fitted on both sides with the labels (this resolves the
-sign); output a w . (e(h_pos) - e(h_neg)).
+Math (the original's `elk_generalization/elk/crc.py`): LEACE eraser on the stacked pair states with z = side (the
+same concept as CCS's, so the same `_contrast.fit_pair_eraser`); w = top principal component of the centred erased
+differences e(h_pos) - e(h_neg); then the Platt scale a and bias are fitted on both sides with the labels (this
+resolves the sign); output a w . (e(h_pos) - e(h_neg)).
 
 Where it differs: the reference used `torch.pca_lowrank(q=1, niter=10)` (a one-vector randomised estimate, with
 the global RNG); here a seeded randomised subspace iteration with oversampling (q = 8) and 10 power iterations,

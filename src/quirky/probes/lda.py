@@ -1,12 +1,12 @@
 """Linear discriminant analysis probe (`lda`), with optional covariance shrinkage.
 
-Direction (reference §5): w = pinv(S) (mu_1 - mu_0), S = (n_0 S_0 + n_1 S_1) / n with unbiased per-class
-covariances.  The pseudo-inverse keeps the reference's cutoff: singular values below d * eps(float32) times the
-largest are dropped, which is what `torch.linalg.pinv` did on the reference's float32 inputs (in the p >> n
-regime of the paper this truncation is a large part of what LDA is).  Where we differ: a fitted scale and bias
-(`fit_platt`) instead of a random bias (bug §9.1-10), and optional shrinkage S' = (1 - a) S + a tr(S)/d I
-(`shrinkage=a`), or the random-matrix-optimal linear shrinkage of `concept-erasure` (`shrinkage="auto"`, the
-estimator of the reference's unused `fit2`).
+Direction (the original's `elk_generalization/elk/lda.py`): w = pinv(S) (mu_1 - mu_0),
+S = (n_0 S_0 + n_1 S_1) / n with unbiased per-class covariances.  The pseudo-inverse keeps the reference's cutoff:
+singular values below d * eps(float32) times the largest are dropped, which is what `torch.linalg.pinv` did on the
+reference's float32 inputs (in the p >> n regime of the paper this truncation is a large part of what LDA is).
+Where we differ: a fitted scale and bias (`fit_platt`) instead of a random bias (the original's `lda.py:13-16`),
+and optional shrinkage S' = (1 - a) S + a tr(S)/d I (`shrinkage=a`), or the random-matrix-optimal linear
+shrinkage of `concept-erasure` (`shrinkage="auto"`, the estimator of the reference's unused `fit2`).
 
 Why it is fast: with n < d, S = A^T A has rank < n and pinv(S) v = A^T G^+2 A v with the n x n Gram matrix
 G = A A^T; and when no eigenvalue falls under the cutoff (certified by one Cholesky), the pseudo-inverse is an

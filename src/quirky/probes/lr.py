@@ -1,7 +1,8 @@
 """Logistic regression probes: `lr` on the last-token state and `lr-on-pair` on the concatenated contrast pair.
 
-Objective (reference §5): mean BCE(sigmoid(w.x + b), y) + l2 * ||w||^2, bias unpenalised, no input scaling.  In
-scikit-learn's terms that is `LogisticRegression(C = 1 / (2 * n * l2))`.
+Objective (the original's `elk_generalization/elk/lr_classifier.py`): mean BCE(sigmoid(w.x + b), y)
++ l2 * ||w||^2, bias unpenalised, no input scaling.  In scikit-learn's terms that is
+`LogisticRegression(C = 1 / (2 * n * l2))`.
 
 Why it is fast: all layers are one batched L-BFGS problem, and two exact reformulations make it well
 conditioned.  (1) Centring: with an unpenalised bias, fitting on x - mean(x) and folding w.mean into the bias

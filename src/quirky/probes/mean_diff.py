@@ -1,10 +1,11 @@
 """Difference-in-means probes: `mean-diff` on the last-token state and `mean-diff-on-pair` on [h_neg ; h_pos].
 
-Direction (reference §5): w = (mu_1 - mu_0) / ||mu_1 - mu_0||.  Where we differ (reference bug §9.1-10): the
+Direction (the original's `elk_generalization/elk/mean_diff.py`): w = (mu_1 - mu_0) / ||mu_1 - mu_0||.  Where
+we differ (a bug of the original's, `mean_diff.py:12-15`): the
 reference kept nn.Linear's *random* bias and a +-1 "scale", so a threshold at 0 meant nothing.  Here the scale
 and bias are fitted by a 1-D logistic regression of the labels on the projection w.x (`fit_platt`), which also
 resolves the sign on the training data.  `mean-diff-on-pair` really uses the pairs (the reference's version
-silently read the last-token states until `e001e93`, bug §9.1-2).
+silently read the last-token states, `hiddens.pt`, until its commit `e001e93`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The random-direction baseline (`random`): how well does a *random* linear direction separate the classes?
 
-Reference §5: draw directions z ~ N(0, I_d), flip each whose training AUROC is below 0.5, and report the
-distribution of test AUROCs.  This "probe" is a distribution, not a single score: `score(x)` returns
-[L, K, n] (one row per direction), and the experiments report the mean and quantiles of the per-direction AUROC.
+The original (`elk_generalization/elk/random_baseline.py`, driven by `elk/transfer.py`): draw directions
+z ~ N(0, I_d), flip each whose training AUROC is below 0.5, and report the distribution of test AUROCs.  This
+"probe" is a distribution, not a single score: `score(x)` returns [L, K, n] (one row per direction), and the
+experiments report the mean and quantiles of the per-direction AUROC.
 
-Where it differs (bug §9.1-15): the reference drew 1000 directions yet reported quantiles down to 2^-16, which
-are just the sample min/max.  The experiments report only levels with at least 10 draws beyond them
+Where it differs (a bug of the original's): the reference drew 1000 directions yet reported quantiles down to
+2^-16, which are just the sample min/max.  The experiments report only levels with at least 10 draws beyond them
 (`metrics.honest_quantile_levels`), and AUROC ties are averaged.  The directions are regenerated from the seed
 (per layer, on the CPU, so every device sees the same ones); the saved state is the seed plus the signs.
 """

@@ -480,8 +480,8 @@ def _curves(results: pd.DataFrame, label_col: str, filt: str) -> pd.DataFrame:
 
     One (model, dataset): the bootstrap CI of each layer as the band.  Several: each run's curve is interpolated
     on GRID_POINTS points of depth (x = (layer+1)/L, as the reference), never across a NaN layer, and averaged
-    over the runs that have a value at that point (the reference's viz.py divided by all runs, counting a NaN run
-    as zero, §9.1-12); the band is ±1.96 standard errors across runs.
+    over the runs that have a value at that point (the original's `elk_generalization/results/viz.py` divided by
+    all runs, counting a NaN run as zero); the band is ±1.96 standard errors across runs.
     """
     layers = _num_layers(results)
     sel = results[(results["label_col"] == label_col) & (results["filter"] == filt) & (results["layer"] >= 0)]
