@@ -60,6 +60,26 @@ def test_begin_counts_the_previous_item(terminal: Terminal, monkeypatch: pytest.
     assert "1/2" in terminal.getvalue().split("failing")[-1]
 
 
+def test_log_lines_clear_the_bar_and_redraw_it(terminal: Terminal, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stderr", terminal)
+    seen: list[tuple[str, str]] = []
+    log = progress.around_bars(lambda message: seen.append((message, terminal.getvalue())))
+    with Bar(4, "work") as bar:
+        bar.update(1)
+        before = terminal.getvalue()
+        log("evaluation at step 1")
+        after = terminal.getvalue()
+    (message, at_print) = seen[0]
+    assert message == "evaluation at step 1"
+    cleared = at_print[len(before) :]  # drawn between the call and the line: the bar erased
+    assert "\r" in cleared and cleared.strip() == ""
+    assert "1/4" in after[len(at_print) :]  # and drawn again after it
+    progress.set_quiet(True)
+    quiet: list[str] = []
+    progress.around_bars(quiet.append)("plain")
+    assert quiet == ["plain"]
+
+
 def test_silent_under_quiet_env_and_logs(terminal: Terminal, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stderr", terminal)
     progress.set_quiet(True)

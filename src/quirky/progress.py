@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 ENV = "QUIRKY_PROGRESS"
@@ -33,6 +34,22 @@ def enabled() -> bool:
         return bool(sys.stderr.isatty())
     except (AttributeError, ValueError):  # replaced or closed stream
         return False
+
+
+def around_bars(log: Callable[[str], None]) -> Callable[[str], None]:
+    """`log` (a line printer, e.g. rich's console.print) made to clear the progress lines before it prints and to
+    redraw them after, so a log line never lands in the middle of a bar."""
+
+    def call(message: str) -> None:
+        if not enabled():
+            log(message)
+            return
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode():
+            log(message)
+
+    return call
 
 
 class Bar:

@@ -55,7 +55,7 @@ from quirky.finetune.evaluate import METRIC_KEYS, evaluate_examples, format_metr
 from quirky.finetune.lora import add_lora
 from quirky.finetune.model_card import write_model_card
 from quirky.outdir import check_output, hold_output, replace_output
-from quirky.progress import Bar
+from quirky.progress import Bar, around_bars
 
 RUN_FILE = "run.json"
 DONE_FILE = "finetune.json"
@@ -409,6 +409,7 @@ def finetune(
     step_rng = rng_state()
     # a progress line with ETA on a terminal (main process only); silent in logs and under --quiet
     bar = Bar(total, f"finetune {Path(str(model)).name}", unit="step", initial=start, quiet=not main)
+    say = around_bars(say)
     try:
         while step < total:
             if stop_after is not None and step >= stop_after:

@@ -22,7 +22,7 @@ from quirky.errors import QuirkyError
 from quirky.fileio import read_json, write_json
 from quirky.pipeline.config import RunConfig, config_from_dict
 from quirky.pipeline.executor import run_jobs
-from quirky.progress import Bar
+from quirky.progress import Bar, around_bars
 from quirky.report.layout import (
     ACTIVATIONS,
     ANOMALY,
@@ -285,6 +285,7 @@ def run_job(config: dict[str, Any], run_dir: str, model: str, dataset: str) -> d
     paths = JobPaths(Path(run_dir), model, dataset)
     timer = _Timer(where=f"{dataset} · {model_key(model)}")
 
+    @around_bars
     def log(msg: str) -> None:
         print(f"[{model} / {dataset}] {msg}", flush=True)
 
