@@ -41,7 +41,7 @@ from quirky.extraction.store import ActivationStore, open_store
 from quirky.fileio import atomic_path, fingerprint, read_json, write_bytes, write_json
 from quirky.outdir import MARKER, PROBE_TABLES, claim_output, release_output, write_marker
 from quirky.probes import METHODS, make_probe, probe_class
-from quirky.progress import Bar
+from quirky.progress import Bar, around_bars
 
 RESULT_COLUMNS = (
     "model",
@@ -348,6 +348,7 @@ def run_transfer(
     # ---- the probes -------------------------------------------------------------------------------------------
     # one progress line with ETA over methods x experiments (terminal only; quirky.progress)
     bar = Bar(sum(len(grid[m]) for m in cfg.methods), f"probe grid {dataset}", unit="probe")
+    say = around_bars(say)
     for method in cfg.methods:
         cls = probe_class(method)
         options = cfg.probe_options.get(method, {})
