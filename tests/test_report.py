@@ -455,6 +455,14 @@ def test_several_models_and_datasets(run_dir: Path, tmp_path: Path) -> None:
                 # identical copies: the average equals the (model-averaged) value of the kept dataset
                 assert r["pgr"] == pytest.approx(by[(method, train, DATASET)]["pgr"], nan_ok=True)
                 assert r["n_datasets"] == (1 if table == "AE->BH" else 2)
+    # the overview (dataset x method) before the details: datasets in the paper's order, population shown but
+    # left out of the average, which is then the (model-averaged) addition row
+    overview = {r["dataset"]: r for r in single["sections"]["summary"]["overview"]}
+    assert list(overview) == ["population", DATASET, "average (without population)"]
+    for method in ("lr", "mean-diff"):
+        assert overview["average (without population)"][method] == pytest.approx(overview[DATASET][method])
+    html = result.html.read_text()
+    assert html.index("Overview, dataset x method") < html.index('<section id="datasets"')
 
 
 def test_curve_average_ignores_nan_runs() -> None:
