@@ -186,7 +186,12 @@ def pgr_tables(pgr_rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
             pf, pc = paper.FLOOR_CEILING_AVERAGES.get(name, (math.nan, math.nan))
             fc_rows.append(
                 {
-                    "dataset": "average" + (f" (without {', '.join(excluded)})" if excluded else ""),
+                    # one dataset has no average of its own: the row then only carries the paper's
+                    "dataset": (
+                        "average" + (f" (without {', '.join(excluded)})" if excluded else "")
+                        if several
+                        else "the paper's average"
+                    ),
                     "floor": floor,
                     "ceiling": ceiling,
                     "gap": ceiling - floor,
