@@ -49,8 +49,9 @@ def demo_cmd(
     quick: bool = typer.Option(
         False, "--quick", help="a few-minute version (CI): every stage, fewer steps/examples"
     ),
-    out: str | None = typer.Option(
-        None, "--out", help="run directory (default runs/demo or runs/demo-quick)"
+    out: str | None = typer.Option(None, "--out", help="run directory (default runs/demo[-quick][-DATASET])"),
+    dataset: str = typer.Option(
+        "hemisphere", "--dataset", help="hemisphere (reaches LM AUROC >= 0.9 on a CPU) or addition"
     ),
     quiet: bool = typer.Option(
         False,
@@ -59,13 +60,13 @@ def demo_cmd(
         help="no progress bar (log lines are kept); also off when stderr is not a terminal",
     ),
 ) -> None:
-    """The demo: make SmolLM2-135M quirky on addition (CPU), extract, probe, detect anomalies, intervene, report."""
+    """The demo: make SmolLM2-135M quirky (CPU), extract, probe, detect anomalies, intervene, report."""
     from quirky.pipeline.demo import demo_config
     from quirky.pipeline.run import check_run_dir, run_pipeline
     from quirky.progress import set_quiet
 
     set_quiet(quiet)
-    cfg = demo_config(quick=quick, out=out)
+    cfg = demo_config(quick=quick, out=out, dataset=dataset)
     check_run_dir(cfg)
     console.print(f"[bold]quirky demo{' --quick' if quick else ''}[/] -> {cfg.out}")
     record = run_pipeline(cfg, log=console.print)

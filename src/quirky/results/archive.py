@@ -22,10 +22,13 @@ from quirky.report.layout import ANOMALY, DATASETS, FINETUNE, PROBES, RUN_JSON, 
 
 #: The marker that says a directory is a results archive written by `collect` (the only kind it overwrites).
 MARKER = "results-archive.json"
-#: The probe stage's per-layer results (every method, layer, test subset, label and filter, with CIs).
+#: The probe stage's per-layer results (every method, layer and test subset, with CIs), archived for all examples
+#: against the truth (Alice's labels), plus the LM's own rows against Bob's labels (`TRIM`): the other filters and
+#: label columns would multiply the archive's size by nine and no table reads them.
 RESULT_ROWS = "results.parquet"
-_PROBE_FILES = ("summary.json", "pgr.csv", "eil.csv", "run.json", RESULT_ROWS)
-_FINETUNE_FILES = ("metrics.json", "finetune.json", "training_config.json", "timing.json")
+TRIM = "filter == all and (label_col == alice_label or method == lm and label_col == bob_label)"
+_PROBE_FILES = ("summary.json", "pgr.csv", "eil.csv", "run.json")
+_FINETUNE_FILES = ("metrics.json", "finetune.json", "training_config.json", "timing.json", "README.md")
 _TIME_FIELDS = {
     "User time (seconds)": "user_s",
     "System time (seconds)": "system_s",
@@ -58,12 +61,26 @@ def collect(
     for name, path in run.datasets.items():
         keep(path / "dataset.json", Path(DATASETS, name, "dataset.json"))
     for path in run.finetune.values():
+        if not (
+            path / "finetune.json"
+        ).is_file():  # unfinished (or replaced) finetuning: nothing to quote yet
+            continue
         for f in _FINETUNE_FILES:
             keep(path / f, Path(FINETUNE, path.name, f))
     for (model, dataset), path in run.probes.items():
         rel = Path(PROBES, model, dataset)
         for f in _PROBE_FILES:
             keep(path / f, rel / f)
+        if (path / RESULT_ROWS).is_file():
+            rows = pd.read_parquet(path / RESULT_ROWS)
+            lm = rows["method"] == "lm"
+            rows = rows[
+                (rows["filter"] == "all")
+                & ((rows["label_col"] == "alice_label") | (lm & (rows["label_col"] == "bob_label")))
+            ]
+            (out / rel).mkdir(parents=True, exist_ok=True)
+            rows.reset_index(drop=True).to_parquet(out / rel / RESULT_ROWS, index=False)
+            copied.append((rel / RESULT_ROWS).as_posix())
     for (model, dataset), path in run.anomaly.items():
         keep(path / "anomaly.json", Path(ANOMALY, model, dataset, "anomaly.json"))
     for (model, dataset, name), path in run.interventions.items():
@@ -72,7 +89,13 @@ def collect(
     if resources is not None:
         write_json(out / "resources.json", resources)
         copied.append("resources.json")
-    write_json(out / MARKER, {"kind": "quirky-results", "source": str(run.root), "files": sorted(copied)})
+    marker = {
+        "kind": "quirky-results",
+        "source": str(run.root),
+        "results_rows": TRIM,
+        "files": sorted(copied),
+    }
+    write_json(out / MARKER, marker)
     return out
 
 
@@ -136,6 +159,6 @@ class Archive:
     def finetune_metrics(self) -> dict[tuple[str, str], dict[str, Any]]:
         out = {}
         for key, path in sorted(self.layout.finetune.items()):
-            if (path / "metrics.json").is_file():
+            if (path / "metrics.json").is_file() and (path / "finetune.json").is_file():  # finished runs only
                 out[key] = read_json(path / "metrics.json")
         return out

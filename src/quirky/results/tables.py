@@ -187,37 +187,38 @@ def method_ranking(archive: Archive, table: str) -> str:
 
 
 def anomaly_table(archive: Archive) -> str:
-    """Anomaly AUROC (AH normal vs BH anomalous) per method and dataset, with CIs, and the average."""
+    """Anomaly AUROC of the paper's detector per method and dataset with CIs, then every detector's averages.
+
+    Averages leave out the datasets the anomaly stage flagged as excluded (population, as in the paper).
+    """
     df = archive.anomaly_results()
     if df.empty:
         return "_no anomaly results in this archive_"
+    methods = [m for m in dict.fromkeys(df["method"]) if m != "hiddens"]
+    g = df[df["detector"] == paper.ANOMALY_DETECTOR]
+    rows = []
+    for ds in archive.datasets():
+        h = g[g["dataset"] == ds]
+        if h.empty:
+            continue
+        cells = []
+        for m in methods:
+            r = h[h["method"] == m]
+            cells.append(fmt_ci(r["auroc"].iloc[0], *r["auroc_ci"].iloc[0]) if len(r) else "–")
+        rows.append([ds + (" (excluded)" if bool(h["excluded"].iloc[0]) else ""), *cells])
+    kept = df[~df["excluded"].astype(bool)]
+    mean = kept.groupby(["detector", "method"])["auroc"].mean()
+    rows.append(["**average**", *[fmt(mean.get((paper.ANOMALY_DETECTOR, m))) for m in methods]])
+    rows.append([f"paper ({paper.MODELS} models)", *[fmt(paper.ANOMALY_AUROC.get(m)) for m in methods]])
+    main = markdown_table(["dataset", *methods], rows)
     detectors = list(dict.fromkeys(df["detector"]))
-    blocks = []
-    for det in detectors:
-        g = df[df["detector"] == det]
-        methods = list(dict.fromkeys(g["method"]))
-        rows = []
-        for ds in archive.datasets():
-            h = g[g["dataset"] == ds]
-            if h.empty:
-                continue
-            cells = []
-            for m in methods:
-                r = h[h["method"] == m]
-                cells.append(
-                    fmt_ci(r["auroc"].iloc[0], r["auroc_lower"].iloc[0], r["auroc_upper"].iloc[0])
-                    if len(r)
-                    else "–"
-                )
-            name = ds + (" (excluded)" if bool(h["excluded"].iloc[0]) else "")
-            rows.append([name, *cells])
-        kept = g[~g["excluded"].astype(bool)]
-        rows.append(["**average**", *[fmt(kept.loc[kept["method"] == m, "auroc"].mean()) for m in methods]])
-        if det == paper.ANOMALY_DETECTOR:
-            ref = [fmt(paper.ANOMALY_AUROC.get(m)) for m in methods]
-            rows.append([f"paper ({paper.MODELS} models)", *ref])
-        blocks.append(f"Detector `{det}`:\n\n" + markdown_table(["dataset", *methods], rows))
-    return "\n\n".join(blocks)
+    cols = [*methods, "hiddens"]
+    avg_rows = [[d, *[fmt(mean.get((d, m))) for m in cols]] for d in detectors]
+    every = markdown_table(["detector (average)", *cols], avg_rows)
+    return (
+        f"Detector `{paper.ANOMALY_DETECTOR}` (the paper's), 95% bootstrap CIs:\n\n{main}\n\n"
+        f"Every detector, averaged over datasets (`hiddens`: on the hidden states at the `lr` probe's EIL):\n\n{every}"
+    )
 
 
 _LM_CELLS = (
@@ -253,11 +254,9 @@ def finetune_table(archive: Archive) -> str:
     test-split numbers are in the LM table.
     """
     rows = []
-    for (model, ds), doc in archive.finetune_metrics().items():
+    for (_, ds), doc in archive.finetune_metrics().items():
         history = doc.get("history") or []
         final = doc.get("final") or {}
-        timing = archive.layout.finetune[(model, ds)] / "timing.json"
-        seconds = read_json(timing).get("train_seconds_this_invocation") if timing.is_file() else None
         curve = ", ".join(
             f"{h['step']}: {fmt(h.get('alice_auroc'))}/{fmt(h.get('bob_auroc'))}"
             for h in history
@@ -270,7 +269,6 @@ def finetune_table(archive: Archive) -> str:
                 fmt(final.get("alice_auroc")),
                 fmt(final.get("bob_auroc")),
                 fmt(final.get("bob_vs_truth_auroc")),
-                fmt(seconds, 0) if seconds is not None else "–",
                 curve,
             ]
         )
