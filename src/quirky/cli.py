@@ -6,6 +6,7 @@ Each stage owns its own `quirky/<stage>/cli.py` with a Typer app; this module on
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from quirky.errors import QuirkyError
+from quirky.outdir import release_all
 
 app = typer.Typer(
     name="quirky",
@@ -67,14 +69,51 @@ def _mount() -> None:
     app.command("demo")(demo_cmd)
 
 
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _error(message: str) -> None:
+    # soft_wrap: one line however narrow the terminal; escape: "[...]" in a message is not rich markup
+    Console(stderr=True).print(
+        f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI.  Every error is one line on stderr: a `QuirkyError` as written (exit 2), anything else with
+    its type and a pointer to `--debug` (exit 1; `--debug` anywhere on the command line, or QUIRKY_DEBUG=1,
+    re-raises it with the full traceback instead), an interrupt as "interrupted" (exit 130).
+    `--trust-remote-code` (anywhere) lets a model folder's own Python code run; it never does otherwise."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    cut = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:cut] or os.environ.get("QUIRKY_DEBUG", "") not in ("", "0")
+    if "--trust-remote-code" in args[:cut]:  # global: every stage that loads a model honours it
+        os.environ["QUIRKY_TRUST_REMOTE_CODE"] = "1"
+    args = [a for i, a in enumerate(args) if not (i < cut and a in ("--debug", "--trust-remote-code"))]
     _mount()
     try:
-        app(args=argv, standalone_mode=True)
+        app(args=args, standalone_mode=True)
     except QuirkyError as e:
-        # soft_wrap: one line however narrow the terminal; escape: "[...]" in a message is not rich markup
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        release_all()
+        if debug:
+            raise
+        _error(str(e))
         sys.exit(2)
+    except KeyboardInterrupt:
+        release_all()
+        if debug:
+            raise
+        _error("interrupted (rerun the same command to resume where the stage supports it)")
+        sys.exit(130)
+    except Exception as e:
+        # never a traceback for a user: damaged files surface deep inside pyarrow, safetensors, transformers
+        release_all()
+        if debug:
+            raise
+        hint = "this may be a damaged input file; rerun with --debug for the traceback"
+        _error(f"{type(e).__name__}: {e} ({hint})")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from quirky.errors import QuirkyError
+
+
+class BadFileError(QuirkyError, ValueError):
+    """A damaged input file (invalid JSON, truncated parquet): a user-fixable error that also stays a ValueError,
+    so callers that already treat unreadable JSON as "no such record" keep doing so."""
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -133,7 +140,82 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text())
+    """Parse a JSON file; a damaged one (truncated, hand-edited, not text) is a one-line `BadFileError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadFileError(
+            f"{path} is not valid JSON ({e}); it is damaged or was edited by hand: restore it or rerun the "
+            "command that wrote it"
+        ) from None
+
+
+def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None) -> Any:
+    """Read a parquet file into pandas; a truncated or foreign file is a one-line `BadFileError` naming it, and
+    so is a file that lacks one of `columns` (all columns are read either way)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    path = Path(path)
+    try:
+        df = pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise BadFileError(
+            f"{path} is not a readable parquet file ({str(e).splitlines()[0][:200]}); it is damaged or "
+            "truncated: rerun the command that wrote it"
+        ) from None
+    missing = [c for c in columns or () if c not in df.columns]
+    if missing:
+        raise BadFileError(
+            f"{path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; it was not written by "
+            "this version of quirky or was edited: rerun the command that wrote it"
+        )
+    return df
+
+
+def safetensors_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` is not a complete safetensors file (missing, truncated, foreign), or None if its header and
+    size agree.  Reads the header only, so checking every chunk of a store before trusting it stays cheap."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"only {size} bytes, shorter than a safetensors header"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return "truncated inside its header"
+            header = json.loads(f.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError):
+        return "not a safetensors file (unreadable header)"
+    if 8 + n + end != size:
+        return f"{size} bytes where its header describes {8 + n + end}: truncated or overwritten"
+    return None
+
+
+def safetensors_digest(path: str | os.PathLike[str], length: int = 16) -> str:
+    """sha256 of a safetensors file's content with its header's keys sorted.
+
+    Why not `file_digest`: safetensors writes its metadata from a hash map, so two identical saves can differ in
+    header byte order, and anything fingerprinted by those bytes (anomaly.json) would differ between identical
+    runs."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError):
+            raise BadFileError(f"{path} is not a safetensors file (unreadable header)") from None
+        h.update(json.dumps(header, sort_keys=True).encode())
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
 
 
 def fingerprint(obj: Any, length: int = 16) -> str:

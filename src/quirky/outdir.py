@@ -13,6 +13,7 @@ hidden file beside the output, so a lock left by a killed process is simply take
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import fnmatch
@@ -308,6 +309,16 @@ def release_output(out: str | os.PathLike[str]) -> None:
     os.close(held.fd)
 
 
+def release_all() -> None:
+    """Drop every write lock this process holds (the CLI calls this on exit, so a command that failed half-way
+    leaves no lock file behind; a killed process leaves one that the next writer takes over)."""
+    for key in list(_HELD):
+        release_output(key)
+
+
+atexit.register(release_all)
+
+
 def claim_output(
     out: str | os.PathLike[str],
     command: str,
@@ -368,6 +379,7 @@ __all__ = [
     "hold_output",
     "lock_path",
     "read_marker",
+    "release_all",
     "release_output",
     "replace_output",
     "write_marker",

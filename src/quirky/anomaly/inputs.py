@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from quirky.anomaly.experiment import AnomalySplit
 from quirky.errors import QuirkyError
-from quirky.fileio import file_digest, read_json
+from quirky.fileio import read_json, safetensors_digest, safetensors_problem
 
 TRUSTED, NORMAL, ANOMALOUS = "AE", "AH", "BH"
 SUBSET_ROLES = {TRUSTED: "trusted", NORMAL: "normal", ANOMALOUS: "anomalous"}
@@ -131,6 +131,9 @@ def probe_score_features(run: ProbeRun, method: str, store: Any) -> tuple[Anomal
     arrays: dict[str, np.ndarray] = {}
     index: dict[str, np.ndarray] = {}
     source: dict[str, Any] = {}
+    problem = safetensors_problem(scores_file) if scores_file.is_file() else None
+    if problem is not None:
+        raise QuirkyError(f"{scores_file} is {problem}; rerun `quirky probe` into {run.path} to rewrite it")
     if scores_file.is_file():
         with safe_open(str(scores_file), framework="pt") as f:
             keys = set(f.keys())
@@ -143,7 +146,7 @@ def probe_score_features(run: ProbeRun, method: str, store: Any) -> tuple[Anomal
                         )
                     arrays[subset] = scores.to(torch.float64).T.numpy()
                     index[subset] = f.get_tensor(f"{subset}.index").numpy()
-        source = {"scores_file": file_digest(scores_file)}
+        source = {"scores_file": safetensors_digest(scores_file)}
     missing = [s for s in SUBSET_ROLES if s not in arrays]
     if missing:
         probe_file = run.path / "probes" / TRUSTED / f"{method}.safetensors"
@@ -162,7 +165,7 @@ def probe_score_features(run: ProbeRun, method: str, store: Any) -> tuple[Anomal
             idx = _subset_index(store, subset, run)
             index[subset] = idx
             arrays[subset] = probe.score(x[:, torch.as_tensor(idx)]).to(torch.float64).T.numpy()
-        source["probe_file"] = file_digest(probe_file)
+        source["probe_file"] = safetensors_digest(probe_file)
     for subset in SUBSET_ROLES:
         _check_rows(store.meta, index[subset], subset, run)
     ids = {s: store.meta["id"].to_numpy()[index[s]].astype(str).tolist() for s in SUBSET_ROLES}

@@ -77,10 +77,7 @@ def _require_dir(dataset_dir: str | Path) -> Path:
 def read_meta(dataset_dir: str | Path) -> dict[str, Any]:
     """The parsed `dataset.json` of a dataset directory."""
     d = _require_dir(dataset_dir)
-    try:
-        meta = read_json(d / META_FILE)
-    except ValueError as e:
-        raise QuirkyError(f"{d / META_FILE} is not valid JSON ({e}); rebuild the dataset.") from e
+    meta = read_json(d / META_FILE)  # a damaged file is a one-line BadFileError naming it
     if not isinstance(meta, dict) or "name" not in meta:
         raise QuirkyError(f"{d / META_FILE} has no 'name'; rebuild the dataset.")
     return meta
@@ -91,6 +88,19 @@ def dataset_name(dataset_dir: str | Path) -> str:
     return str(read_meta(dataset_dir)["name"])
 
 
+#: The columns of a split in the raw schema that every reader relies on.
+SPLIT_COLUMNS = (
+    "id",
+    "template_args",
+    "character",
+    "label",
+    "alice_label",
+    "bob_label",
+    "difficulty",
+    "difficulty_quantile",
+)
+
+
 def load_split(dataset_dir: str | Path, split: str) -> pd.DataFrame:
     """One split in the raw schema (`template_args` as dicts, labels as bool)."""
     if split not in SPLITS:
@@ -99,7 +109,19 @@ def load_split(dataset_dir: str | Path, split: str) -> pd.DataFrame:
     path = d / f"{split}.parquet"
     if not path.is_file():
         raise QuirkyError(f"{path} is missing; rebuild the dataset with `quirky datasets build`.")
-    df = pq.read_table(path).to_pandas()
+    try:
+        df = pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as e:
+        raise QuirkyError(
+            f"{path} is not a readable parquet file ({str(e).splitlines()[0][:160]}); it is damaged or truncated: "
+            "rebuild the dataset with `quirky datasets build`."
+        ) from None
+    missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
+    if missing:
+        raise QuirkyError(
+            f"{path} lacks the column(s) {', '.join(missing)}; it is not a quirky dataset split: rebuild it with "
+            "`quirky datasets build` (or `quirky datasets import` for a published one)."
+        )
     for col in ("label", "alice_label", "bob_label"):
         df[col] = df[col].astype(bool)
     for col in ("difficulty", "difficulty_quantile"):

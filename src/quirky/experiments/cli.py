@@ -200,4 +200,9 @@ def show(directory: Path = typer.Argument(..., help="output directory of `quirky
         raise QuirkyError(
             f"{directory} holds no summary.json; run `quirky probe --activations ... --out {directory}`"
         )
-    print_summary(read_json(f))
+    summary = read_json(f)
+    if not isinstance(summary, dict) or not isinstance(summary.get("eil", {}), dict):
+        raise QuirkyError(
+            f"{f} is not a probe summary; rerun `quirky probe` with the same settings to rewrite it"
+        )
+    print_summary(summary)

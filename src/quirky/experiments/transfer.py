@@ -38,7 +38,16 @@ from quirky.experiments.grid import Experiment, default_grid, parse_experiments
 from quirky.experiments.pgr import DEFAULT_PGR_SPECS, PgrSpec
 from quirky.experiments.summary import build_summary, eil_table, pgr_table
 from quirky.extraction.store import ActivationStore, open_store
-from quirky.fileio import atomic_path, fingerprint, read_json, write_bytes, write_json
+from quirky.fileio import (
+    BadFileError,
+    atomic_path,
+    file_digest,
+    fingerprint,
+    read_json,
+    read_parquet,
+    write_bytes,
+    write_json,
+)
 from quirky.outdir import MARKER, PROBE_TABLES, claim_output, release_output, write_marker
 from quirky.probes import METHODS, make_probe, probe_class
 from quirky.progress import Bar, around_bars
@@ -145,7 +154,14 @@ class _Splits:
     def lm_log_odds(self) -> torch.Tensor:
         key = ("test", "lm")
         if key not in self._cache:
-            self._cache[key] = self.stores["test"].lm_log_odds().to(self.device)
+            values = self.stores["test"].lm_log_odds()
+            bad = int((~torch.isfinite(values)).sum())
+            if bad:  # NaN/Inf would silently move the LM's AUROC (Inf sorts as an extreme score)
+                raise QuirkyError(
+                    f"the test store {self.stores['test'].path} holds {bad} non-finite LM log-odds (NaN/Inf) of "
+                    f"{values.numel()}; re-extract it (a float16 overflow: extract with --dtype float32)"
+                )
+            self._cache[key] = values.to(self.device)
         return self._cache[key]
 
 
@@ -232,8 +248,23 @@ class _Parts:
         )
 
     def done(self, method: str, tag: str, fp: str) -> bool:
-        rows, marker, _ = self.paths(method, tag)
-        return rows.is_file() and marker.is_file() and read_json(marker).get("fingerprint") == fp
+        """Finished with these settings, and its files are still the ones written (else it is recomputed: a
+        damaged or truncated part is never trusted)."""
+        rows, marker, qpath = self.paths(method, tag)
+        if not (rows.is_file() and marker.is_file()):
+            return False
+        try:
+            info = read_json(marker)
+        except BadFileError:
+            return False
+        if not isinstance(info, dict) or info.get("fingerprint") != fp:
+            return False
+        digests = {"rows_digest": rows, "quantiles_digest": qpath}
+        return all(
+            info[key] == (file_digest(path) if path.is_file() else None)
+            for key, path in digests.items()
+            if key in info  # parts written before digests were recorded are trusted as before
+        )
 
     def write(
         self, method: str, tag: str, fp: str, rows: pd.DataFrame, quantiles: pd.DataFrame | None
@@ -244,11 +275,16 @@ class _Parts:
                 quantiles.to_parquet(tmp, index=False)
         with atomic_path(rows_path) as tmp:
             rows.to_parquet(tmp, index=False)
-        write_json(marker, {"fingerprint": fp, "method": method, "train": tag, "rows": len(rows)})
+        qdigest = file_digest(qpath) if quantiles is not None and len(quantiles) else None
+        if qdigest is None:
+            qpath.unlink(missing_ok=True)  # a stale one from other settings would be read back as this part's
+        info = {"fingerprint": fp, "method": method, "train": tag, "rows": len(rows)}
+        info.update(rows_digest=file_digest(rows_path), quantiles_digest=qdigest)
+        write_json(marker, info)
 
     def read(self, method: str, tag: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         rows_path, _, qpath = self.paths(method, tag)
-        return pd.read_parquet(rows_path), (pd.read_parquet(qpath) if qpath.is_file() else None)
+        return read_parquet(rows_path), (read_parquet(qpath) if qpath.is_file() else None)
 
 
 def experiments_for(cfg: TransferConfig) -> dict[str, list[Experiment]]:

@@ -34,7 +34,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from quirky.errors import QuirkyError
-from quirky.fileio import atomic_dir, atomic_path, fingerprint, read_json, write_json
+from quirky.fileio import (
+    atomic_dir,
+    atomic_path,
+    fingerprint,
+    read_json,
+    read_parquet,
+    safetensors_problem,
+    write_json,
+)
 
 STORE_FORMAT = "quirky-activation-store"
 STORE_VERSION = 1
@@ -232,9 +240,26 @@ def read_store_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not f.is_file():
         return None
     info = read_json(f)
-    if info.get("format") != STORE_FORMAT or not info.get("complete"):
+    if not isinstance(info, dict) or info.get("format") != STORE_FORMAT or not info.get("complete"):
         return None
     return info
+
+
+def _check_files(path: Path, info: dict[str, Any]) -> None:
+    """Cheap checks before trusting a store: store.json has the fields every reader uses, and every chunk is a
+    complete safetensors file (a truncated or half-copied store is an error, not a crash deep in a reader)."""
+    try:
+        chunks = [(str(c["file"]), int(c["start"]), int(c["stop"])) for c in info["chunks"]]
+        for key in ("n", "num_layers", "hidden_size"):
+            int(info[key])
+    except (KeyError, TypeError, ValueError):
+        raise QuirkyError(
+            f"{path / STORE_JSON} is damaged (missing or malformed fields); re-extract the store"
+        ) from None
+    for name, _, _ in chunks:
+        problem = safetensors_problem(path / name) if (path / name).is_file() else None
+        if problem is not None:
+            raise QuirkyError(f"the store at {path} is damaged: {name} is {problem}; re-extract it")
 
 
 @dataclass
@@ -358,6 +383,8 @@ def open_store(path: str | os.PathLike[str]) -> ActivationStore:
             f"{path} is not a finished activation store (no {STORE_JSON}); run `quirky extract` to make it"
         )
     info = read_json(f)
+    if not isinstance(info, dict):
+        raise QuirkyError(f"{f} is not a quirky activation store (not a JSON object); re-extract it")
     if info.get("format") != STORE_FORMAT:
         raise QuirkyError(f"{f} is not a quirky activation store (format {info.get('format')!r})")
     if info.get("version") != STORE_VERSION:
@@ -369,10 +396,11 @@ def open_store(path: str | os.PathLike[str]) -> ActivationStore:
         raise QuirkyError(
             f"the store at {path} is incomplete; rerun `quirky extract` with the same settings to finish it"
         )
+    _check_files(path, info)
     missing = [c["file"] for c in info["chunks"] if not (path / c["file"]).is_file()]
     if not (path / MANIFEST).is_file():
         missing.append(MANIFEST)
     if missing:
         raise QuirkyError(f"the store at {path} is damaged: missing {', '.join(missing)}; re-extract it")
-    meta = pd.read_parquet(path / MANIFEST)
+    meta = read_parquet(path / MANIFEST, columns=list(META_COLUMNS))
     return ActivationStore(path=path, info=info, meta=meta)

@@ -12,6 +12,7 @@ checked identical) and later loads read that in under a second.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -26,7 +27,7 @@ from typing import Any, Literal
 import torch
 
 from quirky.errors import QuirkyError
-from quirky.fileio import atomic_dir, file_digest, read_json
+from quirky.fileio import atomic_dir, file_digest, read_json, safetensors_problem, write_json
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ class ModelSource:
         return {"name": name, "kind": self.kind, "identity": self.identity}
 
 
+TRUST_REMOTE_CODE_ENV = "QUIRKY_TRUST_REMOTE_CODE"
+
+
+def trust_remote_code() -> bool:
+    """Whether a model folder's own Python code may run: only when the user passed `--trust-remote-code` (the
+    CLI sets this variable, so stages run as subprocesses or cluster jobs inherit the choice)."""
+    return os.environ.get(TRUST_REMOTE_CODE_ENV, "") not in ("", "0")
+
+
 def quirky_cache_dir() -> Path:
     """Root of quirky's own cache: `$QUIRKY_CACHE`, else `~/.cache/quirky`."""
     env = os.environ.get("QUIRKY_CACHE")
@@ -79,18 +89,42 @@ def smollm2_gguf_path() -> Path:
     return files[0]
 
 
+DIGEST_CACHE = "digests.json"
+_digest_memo: dict[tuple[str, int, int], str] = {}
+
+
 def quick_digest(path: Path, length: int = 16) -> str:
-    """A fast content digest: size plus the first and last MiB of the file (a full hash of GBs of weights would
-    dominate start-up; headers and tail bytes change whenever the weights do)."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read(1 << 20))
-    return h.hexdigest()[:length]
+    """The sha256 of the whole file, paid once: cached by (real path, size, mtime) in quirky's cache directory.
+
+    Why in full: a digest of the size and the first/last MiB let a weight file changed in the middle keep its
+    fingerprint, so every cache keyed by the model (extraction, finetuning, the GGUF conversion) was reused stale.
+    """
+    st = path.stat()
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key in _digest_memo:
+        return _digest_memo[key][:length]
+    cache_file = quirky_cache_dir() / DIGEST_CACHE
+    try:
+        cache = read_json(cache_file) if cache_file.is_file() else {}
+    except (OSError, ValueError):  # a damaged cache only costs a re-hash
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    entry = cache.get(key[0])
+    if (
+        isinstance(entry, dict)
+        and entry.get("size") == st.st_size
+        and entry.get("mtime_ns") == st.st_mtime_ns
+    ):
+        digest = str(entry.get("sha256", ""))
+    else:
+        digest = ""
+    if len(digest) != 64:
+        digest = file_digest(path, length=64)
+        cache[key[0]] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        with contextlib.suppress(OSError):  # a read-only cache directory: hash again next time
+            write_json(cache_file, cache)
+    _digest_memo[key] = digest
+    return digest[:length]
 
 
 def dir_digest(path: Path, length: int = 16) -> str:
@@ -138,6 +172,15 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> ModelSource:
         if not path.is_file():
             raise QuirkyError(f"GGUF model file {path} does not exist")
         return ModelSource(name=name, kind="gguf", path=path.resolve(), identity=quick_digest(path))
+    written_as_path = (
+        name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+    )
+    if not written_as_path and _HUB_ID.match(name) and path.exists():
+        # never guess: a folder named like a hub id would silently replace the hub model (and its caches)
+        raise QuirkyError(
+            f"model {name!r} names both a local folder and a Hugging Face hub id; write ./{name} (or an absolute "
+            "path) for the folder, or run from another directory for the hub model"
+        )
     if path.is_dir():
         if not (path / "config.json").is_file():
             ggufs = sorted(path.glob("*.gguf"))
@@ -289,13 +332,38 @@ def write_gguf_cache(source: ModelSource, quantized: Any, tokenizer: Any) -> Pat
     return cache
 
 
-def _load_adapter(model: Any, adapter: Path, source: ModelSource) -> Any:
-    from peft import PeftModel
+def check_adapter(adapter: Path) -> Any:
+    """Validate a PEFT adapter directory before any model is loaded; returns its recorded base model.
 
+    Why first: a bad config or missing weights otherwise surfaces after the base model loaded, as a traceback
+    from peft, or (without local weights) as a hub lookup of the local path."""
+    if not adapter.is_dir():
+        raise QuirkyError(f"adapter directory {adapter} does not exist")
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise QuirkyError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
-    base = read_json(config_file).get("base_model_name_or_path")
+    adapter_config = read_json(config_file)
+    if not isinstance(adapter_config, dict) or "peft_type" not in adapter_config:
+        raise QuirkyError(
+            f"{config_file} is not a PEFT adapter config (no peft_type); retrain or restore the adapter"
+        )
+    weights = [
+        adapter / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (adapter / n).is_file()
+    ]
+    if not weights:
+        raise QuirkyError(
+            f"{adapter} has no adapter weights (adapter_model.safetensors); retrain or restore it"
+        )
+    problem = safetensors_problem(weights[0]) if weights[0].suffix == ".safetensors" else None
+    if problem is not None:
+        raise QuirkyError(f"{weights[0]} is {problem}; retrain or restore the adapter")
+    return adapter_config.get("base_model_name_or_path")
+
+
+def _load_adapter(model: Any, adapter: Path, source: ModelSource) -> Any:
+    from peft import PeftModel
+
+    base = check_adapter(adapter)
     try:
         model = PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError) as e:
@@ -338,13 +406,20 @@ def load_model(
         where = str(source.path)
     else:
         where = str(source.path) if source.path is not None else source.name
+    if adapter is not None:
+        check_adapter(Path(adapter).expanduser())  # before the (slow, noisy) base model load
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
-    except (OSError, ValueError) as e:
-        raise QuirkyError(
-            f"could not load model {source.name!r} from {where}: {str(e).splitlines()[0]}"
-        ) from e
+        # never the interactive "run this folder's code? [y/N]" prompt: off unless the user asked for it
+        trust = trust_remote_code()
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust)
+        model = AutoModelForCausalLM.from_pretrained(where, trust_remote_code=trust, **kwargs)
+    except Exception as e:  # damaged weights raise safetensors' own error types, not OSError
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if "trust_remote_code" in str(e):
+            first = (
+                "it ships its own Python code, which quirky does not run unless you pass --trust-remote-code"
+            )
+        raise QuirkyError(f"could not load model {source.name!r} from {where}: {first}") from e
     if adapter is not None:
         adapter_path = Path(adapter).expanduser()
         if not adapter_path.is_dir():
@@ -369,8 +444,7 @@ def model_identity(
     out: dict[str, Any] = {"model": source.describe()}
     if adapter is not None:
         adapter_path = Path(adapter).expanduser()
-        if not adapter_path.is_dir():
-            raise QuirkyError(f"adapter directory {adapter_path} does not exist")
+        check_adapter(adapter_path)
         out["adapter"] = {"name": adapter_path.resolve().name, "identity": dir_digest(adapter_path)}
     else:
         out["adapter"] = None

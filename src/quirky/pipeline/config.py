@@ -240,8 +240,8 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise QuirkyError(f"config file not found: {path}")
-    text = path.read_text()
     try:
+        text = path.read_text()
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
@@ -250,8 +250,11 @@ def load_config(path: str | Path) -> RunConfig:
             data = tomllib.loads(text)
         else:
             raise QuirkyError(f"config {path}: use a .toml, .yaml or .yml file")
-    except (tomllib.TOMLDecodeError, ValueError) as e:
-        raise QuirkyError(f"config {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+    except QuirkyError:
+        raise
+    except Exception as e:  # tomllib.TOMLDecodeError, yaml.YAMLError (not a ValueError), UnicodeDecodeError
+        where = " ".join(str(e).split())
+        raise QuirkyError(f"config {path} is not valid {path.suffix[1:].upper()}: {where}") from None
     if not isinstance(data, dict):
         raise QuirkyError(f"config {path}: the top level must be a mapping of sections")
     return config_from_dict(data)
