@@ -37,7 +37,7 @@ from quirky.experiments.evaluate import (
 from quirky.experiments.grid import Experiment, default_grid, parse_experiments
 from quirky.experiments.pgr import DEFAULT_PGR_SPECS, PgrSpec
 from quirky.experiments.summary import build_summary, eil_table, pgr_table
-from quirky.extraction.store import ActivationStore, open_store
+from quirky.extraction.store import ActivationStore, open_store, parse_storage_dtype
 from quirky.fileio import (
     BadFileError,
     atomic_path,
@@ -136,7 +136,9 @@ def store_names(store: ActivationStore) -> tuple[str, str]:
 
 
 class _Splits:
-    """The two stores and their tensors, each read at most once (on first use) and kept on `device`."""
+    """The two stores and their tensors, each read at most once (on first use) and kept on `device` in the
+    store's own dtype (float16 for extracted stores: half the memory of float32).  Only the rows a probe is
+    fitted on are converted to float32 (exactly), and scoring converts inside the probe."""
 
     def __init__(self, train: ActivationStore, test: ActivationStore, device: torch.device) -> None:
         self.stores = {"train": train, "test": test}
@@ -147,7 +149,8 @@ class _Splits:
         key = (split, "pairs" if pair else "hiddens")
         if key not in self._cache:
             store = self.stores[split]
-            x = store.pairs() if pair else store.hiddens()
+            dtype = parse_storage_dtype(store.storage_dtype)
+            x = store.pairs(dtype=dtype) if pair else store.hiddens(dtype=dtype)
             self._cache[key] = x.to(self.device)
         return self._cache[key]
 
@@ -417,7 +420,7 @@ def run_transfer(
                 parts.write(method, exp.tag, fp, _finish(rows, ids, settings.fpr), None)
                 continue
             x_all = splits.features("train", cls.pair)
-            x_train = x_all.index_select(1, torch.as_tensor(train_idx, device=device))
+            x_train = x_all.index_select(1, torch.as_tensor(train_idx, device=device)).float()
             probe = make_probe(method, **options).fit(x_train, torch.as_tensor(y, device=device))
             del x_train
             probe.save(

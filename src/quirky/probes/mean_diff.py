@@ -22,8 +22,9 @@ def class_means(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     w1 = y / y.sum()
     w0 = (1 - y) / (1 - y).sum()
     weights = torch.stack([w0, w1]).to(x.dtype)  # [2, n]
-    mus = torch.einsum("kn,lnf->klf", weights, x)
-    return mus[0], mus[1]
+    # a broadcast matrix product reads x once in place; einsum("kn,lnf->klf") permuted x into a copy first
+    mus = torch.matmul(weights, x)  # [L, 2, f]
+    return mus[:, 0], mus[:, 1]
 
 
 def calibrate(x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
