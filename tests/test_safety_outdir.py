@@ -3,11 +3,12 @@ output directory; anything else is refused with one line and leaves every file o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
 import sys
-import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,31 @@ def user_files(tmp_path: Path) -> Path:
     (d / "thesis").mkdir()
     (d / "thesis" / "draft.tex").write_text("\\section{x}")
     return d
+
+
+def tiny_extraction() -> tuple[object, object, object]:
+    """A tiny random model, its tokenizer and a two-row templated frame."""
+    import pandas as pd
+
+    from quirky.models.tiny import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer(["Is 1 + 1 = 2?", " No", " Yes"], bos=True)
+    model = tiny_model("llama", len(tok), seed=0)
+    df = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "statement": ["Is 1 + 1 = 2?"] * 2,
+            "choices": [[" No", " Yes"]] * 2,
+            "label": [1, 0],
+            "alice_label": [1, 1],
+            "bob_label": [0, 0],
+            "character": ["Alice", "Bob"],
+            "difficulty": [0.0, 1.0],
+            "difficulty_quantile": [0.25, 0.75],
+            "template": [0, 0],
+        }
+    )
+    return model, tok, df
 
 
 # ---- the rule itself ----------------------------------------------------------------------------------------
@@ -131,32 +157,47 @@ def test_a_crash_between_the_renames_is_recovered(tmp_path: Path) -> None:
 
 
 # ---- the write lock -----------------------------------------------------------------------------------------
-def test_second_writer_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
-    out = tmp_path / "o"
-    script = textwrap.dedent(
-        f"""
-        import sys, time
-        from quirky.outdir import claim_output
-        claim_output({str(out)!r}, "anomaly")
-        print("held", flush=True)
-        time.sleep(60)
-        """
+@contextlib.contextmanager
+def held_elsewhere(out: Path, command: str) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the write lock of `out` until the block ends (then killed, like kill -9)."""
+    script = (
+        "import time\nfrom quirky.outdir import claim_output\n"
+        f"claim_output({str(out)!r}, {command!r})\nprint('held', flush=True)\ntime.sleep(120)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(
-            QuirkyError, match=rf"being written by another `quirky anomaly` process \(pid {holder.pid}"
-        ):
-            claim_output(out, "anomaly")
+        yield holder
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_second_writer_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    with (
+        held_elsewhere(out, "anomaly") as holder,
+        pytest.raises(
+            QuirkyError, match=rf"being written by another `quirky anomaly` process \(pid {holder.pid}"
+        ),
+    ):
+        claim_output(out, "anomaly")
     # the killed holder's lock file is left behind, holding no flock: it is taken over
     assert lock_path(out).is_file()
     assert claim_output(out, "anomaly") == "new"
     release_output(out)
     assert not lock_path(out).exists()
+
+
+def test_two_extractions_into_one_out_never_mix(tmp_path: Path) -> None:
+    from quirky.extraction.extract import extract_frame, partial_dir
+
+    model, tok, df = tiny_extraction()
+    out = tmp_path / "store"
+    with held_elsewhere(out, "extract"), pytest.raises(QuirkyError, match="being written by another"):
+        extract_frame(model, tok, df, out, source={"run": 2}, progress=False)
+    assert not out.exists() and not partial_dir(out).exists()
+    assert extract_frame(model, tok, df, out, source={"run": 2}, progress=False).n == 2
 
 
 def test_unwritable_out_is_one_line(tmp_path: Path) -> None:
@@ -240,26 +281,8 @@ def test_extract_overwrite_never_empties_the_working_directory(
     tmp_path: Path, user_files: Path, monkeypatch
 ) -> None:
     from quirky.extraction.extract import extract_frame
-    from quirky.models.tiny import tiny_model, tiny_tokenizer
 
-    tok = tiny_tokenizer(["Is 1 + 1 = 2?", " No", " Yes"], bos=True)
-    model = tiny_model("llama", len(tok), seed=0)
-    import pandas as pd
-
-    df = pd.DataFrame(
-        {
-            "id": ["a", "b"],
-            "statement": ["Is 1 + 1 = 2?"] * 2,
-            "choices": [[" No", " Yes"]] * 2,
-            "label": [1, 0],
-            "alice_label": [1, 1],
-            "bob_label": [0, 0],
-            "character": ["Alice", "Bob"],
-            "difficulty": [0.0, 1.0],
-            "difficulty_quantile": [0.25, 0.75],
-            "template": [0, 0],
-        }
-    )
+    model, tok, df = tiny_extraction()
     before = snapshot(tmp_path)
     monkeypatch.chdir(user_files)
     with pytest.raises(QuirkyError, match="is the working directory"):

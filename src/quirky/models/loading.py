@@ -242,7 +242,9 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 def _gguf_cache_dir(source: ModelSource) -> Path:
     if source.kind == "builtin":
-        return quirky_cache_dir() / "models" / SMOLLM2_CACHE_NAME
+        # keyed by the content digest too: a cache made from other weights (or under another digest scheme, as
+        # by an older quirky sharing this cache) is left alone rather than replaced under its reader
+        return quirky_cache_dir() / "models" / f"{SMOLLM2_CACHE_NAME}-{source.identity}"
     assert source.path is not None
     return quirky_cache_dir() / "models" / f"gguf-{source.path.stem}-{source.identity}"
 
