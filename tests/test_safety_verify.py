@@ -3,6 +3,7 @@ order, and a model's fingerprint covers every byte of its weights (cached by pat
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,3 +67,16 @@ def test_model_digest_covers_every_byte_and_is_cached(
     monkeypatch.setattr(loading, "_digest_memo", {})
     monkeypatch.setattr(loading, "file_digest", lambda *_a, **_k: pytest.fail("hashed twice"))
     assert loading.quick_digest(weights) == loading.quick_digest(weights)
+
+
+def test_duplicates_dropped_counts_what_a_family_removed(tmp_path: Path) -> None:
+    from test_datasets_cities import CSV
+
+    from quirky.datasets.build import build_dataset
+
+    rows = CSV.strip().splitlines()
+    src = tmp_path / "cities.csv"
+    src.write_text("\n".join([*rows, rows[2], rows[5], rows[5]]) + "\n")  # Lyon once more, Sydney twice more
+    result = build_dataset("capitals", tmp_path / "cap", source=src, n_train=-1, n_val=4, n_test=4)
+    assert result.meta["duplicates_dropped"] == 3
+    assert json.loads((tmp_path / "cap" / "dataset.json").read_text())["duplicates_dropped"] == 3

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from quirky.datasets.spec import BuildRequest, DatasetSpec, StatementTemplate, Template
+from quirky.datasets.spec import BuildRequest, DatasetSpec, StatementTemplate, Template, count_dropped
 from quirky.datasets.text_sources import (
     numeric_column,
     read_source,
@@ -120,7 +120,9 @@ def load_books(source: Path) -> tuple[pd.DataFrame, str]:
     # editions of one title: keep the most-rated one (stable for ties: the first in the file)
     frame["_key"] = frame["title"].str.casefold()
     frame = frame.sort_values(["_key", "ratings"], ascending=[True, False], kind="stable")
-    frame = frame[~frame["_key"].duplicated(keep="first")].sort_index().drop(columns="_key")
+    repeated = frame["_key"].duplicated(keep="first")
+    count_dropped(int(repeated.sum()))
+    frame = frame[~repeated].sort_index().drop(columns="_key")
     return frame.reset_index(drop=True), where
 
 

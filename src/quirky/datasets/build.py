@@ -25,7 +25,7 @@ import pandas as pd
 import quirky
 from quirky.datasets.layout import CHARACTERS, META_FILE, SPLITS, arg_type, record_schema, write_split
 from quirky.datasets.registry import get_spec
-from quirky.datasets.spec import BuildRequest, DatasetSpec
+from quirky.datasets.spec import BuildRequest, DatasetSpec, counting_dropped
 from quirky.errors import QuirkyError
 from quirky.fileio import file_digest, fingerprint, read_json, write_json
 from quirky.outdir import check_output, replace_output
@@ -363,9 +363,10 @@ def build_dataset(
     wanted = sum(n for n in sizes.values() if n > 0)
     n_questions = None if sizes["train"] < 0 else math.ceil(wanted / 2 * 1.02) + 2
     build_rng, split_rng = (np.random.default_rng([seed, k]) for k in (0, 1))
-    base = spec.build_base(
-        BuildRequest(n_questions=n_questions, rng=build_rng, source=source_path, options=resolved)
-    )
+    with counting_dropped() as dropped_by_family:
+        base = spec.build_base(
+            BuildRequest(n_questions=n_questions, rng=build_rng, source=source_path, options=resolved)
+        )
     base = _check_base(spec, base)
     base, n_dropped = deduplicate(base, spec.arg_names)
     if len(base) == 0:
@@ -391,7 +392,7 @@ def build_dataset(
             "quirky_version": quirky.__version__,
             "request": request,
             "questions": {s: len({questions[p] for p in assigned[s]}) for s in SPLITS},
-            "duplicates_dropped": n_dropped,
+            "duplicates_dropped": n_dropped + dropped_by_family[0],
             "files": digests,
         }
         write_json(tmp / META_FILE, meta)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from quirky.datasets.sources import read_table
-from quirky.datasets.spec import BuildRequest, DatasetSpec, StatementTemplate, Template
+from quirky.datasets.spec import BuildRequest, DatasetSpec, StatementTemplate, Template, count_dropped
 from quirky.errors import QuirkyError
 
 GEONAMES_SIZES: tuple[int, ...] = (500, 1000, 5000, 15000)
@@ -146,7 +146,9 @@ def load_cities(req: BuildRequest, needs_capital: bool = False) -> pd.DataFrame:
     df = df.sort_values(
         ["country", "city", "population", "lat", "lng"], ascending=[True, True, False, True, True]
     )
+    before = len(df)
     df = df.drop_duplicates(["city", "country"], keep="first").reset_index(drop=True)
+    count_dropped(before - len(df))
     df["top10"] = df["country_code"].isin(top10)
     df["difficulty"] = -np.log10(df["population"].astype(float))
     return df

@@ -28,7 +28,7 @@ from quirky.datasets.lm_difficulty import (
     logit,
     panel_difficulty,
 )
-from quirky.datasets.spec import BuildRequest, DatasetSpec, StatementTemplate, Template
+from quirky.datasets.spec import BuildRequest, DatasetSpec, StatementTemplate, Template, count_dropped
 from quirky.datasets.text_sources import (
     load_hub,
     map_labels,
@@ -143,7 +143,9 @@ def _normalise(raw: pd.DataFrame, where: str) -> pd.DataFrame:
     # exact duplicate pairs: keep one; a pair labelled both ways is ambiguous and dropped entirely
     pair = frame["premise"] + "\x00" + frame["hypothesis"]
     consistent = frame.groupby(pair)["label"].transform("nunique") == 1
-    frame = frame[consistent & ~pair.duplicated(keep="first")]
+    keep = consistent & ~pair.duplicated(keep="first")
+    count_dropped(int((~keep).sum()))
+    frame = frame[keep]
     return frame.reset_index(drop=True)
 
 

@@ -26,7 +26,7 @@ from quirky.datasets.lm_difficulty import (
     cross_entropy_from_log_odds,
     panel_difficulty,
 )
-from quirky.datasets.spec import BuildRequest, DatasetSpec, StatementTemplate, Template
+from quirky.datasets.spec import BuildRequest, DatasetSpec, StatementTemplate, Template, count_dropped
 from quirky.datasets.text_sources import (
     load_hub,
     numeric_column,
@@ -163,7 +163,9 @@ def load_questions(source: Path | None, hub_id: str) -> tuple[pd.DataFrame, str]
     frame = frame[(frame["question"] != "") & (frame["correct_answer"] != "")]
     # the question text is also the split key (the template argument and the key share the name `question`), so a
     # question text that repeats keeps only its first entry
-    frame = frame[~frame["question"].duplicated(keep="first")]
+    repeated = frame["question"].duplicated(keep="first")
+    count_dropped(int(repeated.sum()))
+    frame = frame[~repeated]
     return frame.reset_index(drop=True), where
 
 

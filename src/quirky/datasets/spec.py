@@ -8,7 +8,9 @@ parquet.  A dataset module only says how to get questions, what is true, what Bo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,28 @@ class StatementTemplate:
 
     context: str
     statement: str
+
+
+_DROPPED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("quirky_dropped", default=None)
+
+
+def count_dropped(n: int) -> None:
+    """Record that a builder dropped `n` duplicate source rows (repeated template arguments), so the dataset's
+    `duplicates_dropped` counts them too: deduplication inside a family is otherwise invisible to the build."""
+    counter = _DROPPED.get()
+    if counter is not None:
+        counter[0] += int(n)
+
+
+@contextlib.contextmanager
+def counting_dropped() -> Iterator[list[int]]:
+    """Collect `count_dropped` calls made inside the block into `[total]`."""
+    counter = [0]
+    token = _DROPPED.set(counter)
+    try:
+        yield counter
+    finally:
+        _DROPPED.reset(token)
 
 
 @dataclass(frozen=True)
