@@ -2,8 +2,9 @@
 
 Why hand-written instead of scikit-learn: the transfer grid scores ~10^3 (method, train, test, label, filter)
 combinations, each over every layer, each with a 1000-resample bootstrap.  Looping `roc_auc_score` over that is
-minutes; here one sort per layer serves the point estimate *and* every bootstrap resample, because a resample is
-just a vector of example multiplicities (weights) and a weighted AUROC needs only prefix sums in sorted order.
+minutes; here one sort per layer serves the point estimate, every bootstrap resample *and* every label column,
+because a resample is just a vector of example multiplicities (weights), a weighted AUROC needs only prefix sums
+in sorted order, and the label columns enter through one matrix product (`bootstrap_auroc_columns`).
 The results equal scikit-learn's `roc_auc_score` (ties count 1/2, i.e. the Mann-Whitney U statistic); the tests
 check that, and that a weighted AUROC equals the AUROC of the explicitly resampled data.
 
