@@ -275,10 +275,9 @@ def finetune_table(archive: Archive) -> str:
     header = [
         "dataset",
         "steps",
-        "Alice AUROC",
-        "Bob AUROC",
-        "Bob vs truth",
-        "train s",
+        "Alice AUROC (val)",
+        "Bob AUROC (val)",
+        "Bob vs truth (val)",
         "curve (step: Alice/Bob)",
     ]
     return markdown_table(header, rows)
