@@ -267,3 +267,20 @@ def test_random_probe_equals_per_layer_loop() -> None:
             ]
         )
         assert torch.equal(probe.score(xt), want)
+
+
+def test_reduced_matmul_precision_keeps_the_counts_exact() -> None:
+    """With float32 matrix products allowed to run in reduced precision (TF32 / bfloat16 passes), the integer
+    sums switch to float64, so the numbers do not change."""
+    s, y = _data(rows=4, n=200, labels=2, seed=8, ties=True)
+    counts = bootstrap_counts(200, 50, seed=1)
+    want = bootstrap_auroc_columns(s, y, counts)
+    want_point = auroc_columns(s, y)
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert same_bits(bootstrap_auroc_columns(s, y, counts), want)
+        assert same_bits(auroc_columns(s, y), want_point)
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert same_bits(want[:, 0], prefix_sum_bootstrap(s, y[0], counts))

@@ -126,10 +126,16 @@ def _label_rows(labels: Tensor, n: int, device: torch.device) -> Tensor:
     return y
 
 
-def _exact_dtype(bound: float) -> torch.dtype:
+def _exact_dtype(bound: float, device: torch.device) -> torch.dtype:
     """float32 when every integer the computation can produce is at most `bound` < 2^24 (so float32 holds all
-    of them, and all partial sums of nonnegative terms, exactly); float64 otherwise."""
-    return torch.float32 if bound < 2.0**24 else torch.float64
+    of them, and all partial sums of nonnegative terms, exactly); float64 otherwise.  Also float64 whenever
+    float32 matrix products may run in reduced precision (TF32 or bfloat16 passes, allowed by
+    `torch.set_float32_matmul_precision` other than "highest", or by CUDA's TF32 switch): they would round the
+    integers."""
+    reduced = torch.get_float32_matmul_precision() != "highest" or (
+        device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    )
+    return torch.float32 if bound < 2.0**24 and not reduced else torch.float64
 
 
 def auroc_columns(scores: Tensor, labels: Tensor) -> Tensor:
@@ -148,7 +154,7 @@ def auroc_columns(scores: Tensor, labels: Tensor) -> Tensor:
     rows, n = scores.shape
     y = _label_rows(labels, n, scores.device)
     perm, left, right, nan_rows, _ = _ranked(scores)
-    dt = _exact_dtype(n * (2.0 * n + 1))
+    dt = _exact_dtype(n * (2.0 * n + 1), scores.device)
     twice_midrank = torch.empty(rows, n, dtype=dt, device=scores.device)
     twice_midrank.scatter_(1, perm, (left + right + 1).to(dt))
     s2 = (twice_midrank @ y.to(dt).T).to(torch.float64)  # [R, K]
@@ -203,7 +209,7 @@ def bootstrap_auroc_columns(
     self_pairs = y @ (c64 * (c64 - 1)).T  # [K, B]: sum_i y_i c_i (c_i - 1)
     total = float(c64.sum(dim=1).max())
     integral = bool(torch.equal(c64, torch.round(c64)))
-    dt = _exact_dtype(total * (2.0 * total + 1)) if integral else torch.float64
+    dt = _exact_dtype(total * (2.0 * total + 1), dev) if integral else torch.float64
     counts_t = c64.T.to(dt).contiguous()  # [n, B]: a gather into sorted order copies whole rows
     y_sorted = y.to(dt)[:, perm].permute(1, 0, 2).contiguous()  # [R, K, n]
     s2 = torch.empty(rows, k, n_boot, dtype=torch.float64, device=dev)
