@@ -291,6 +291,8 @@ def _curve_steps(steps: list[int]) -> set[int]:
 def timing_table(archive: Archive) -> str:
     """Wall-clock seconds per stage and dataset (from the run's own records), and the whole run's resources."""
     timings = archive.run.get("timings_s", {})
+    if not timings:
+        return "_no run.json with timings in this archive: the run has not finished_"
     stages = ("finetune", "extract", "probe", "anomaly", "intervene")
     rows = []
     totals = dict.fromkeys(stages, 0.0)
