@@ -79,3 +79,41 @@ def test_paper_grid_covers_the_nine_offline_datasets_and_every_method() -> None:
     assert cfg.probe.methods is None  # every method
     assert set(cfg.anomaly.methods) == set(METHODS) - {"random"}
     assert cfg.finetune.enabled and cfg.intervene.enabled and cfg.anomaly.enabled
+
+
+def test_options_or_sources_for_a_dataset_not_in_the_run_are_refused() -> None:
+    with pytest.raises(QuirkyError, match=r"\[datasets\] options names capitals, which \[datasets\] names"):
+        config_from_dict(_cfg(datasets={"names": ["addition"], "options": {"capitals": {"n": 1}}}))
+    with pytest.raises(QuirkyError, match=r"\[datasets\] sources names sciq, which \[datasets\] names"):
+        config_from_dict(_cfg(datasets={"names": ["addition"], "sources": {"sciq": "sciq.parquet"}}))
+    cfg = config_from_dict(
+        _cfg(
+            datasets={
+                "names": ["addition", "sciq"],
+                "options": {"addition": {}},
+                "sources": {"sciq": "s.parquet"},
+            }
+        )
+    )
+    assert cfg.datasets.sources == {"sciq": "s.parquet"}
+
+
+def test_unknown_dataset_names_fail_at_load_with_a_suggestion() -> None:
+    with pytest.raises(
+        QuirkyError, match=r"\[datasets\] names: unknown dataset 'additon'.*Did you mean 'addition'"
+    ):
+        config_from_dict(_cfg(datasets={"names": ["additon"]}))
+    with pytest.raises(QuirkyError, match=r"addition more than once"):
+        config_from_dict(_cfg(datasets={"names": ["addition", "addition"]}))
+
+
+def test_setup_must_be_available_for_every_dataset() -> None:
+    config_from_dict(_cfg(datasets={"names": ["addition"], "setup": "grader-first"}))
+    with pytest.raises(QuirkyError) as e:
+        config_from_dict(_cfg(datasets={"names": ["addition", "capitals"], "setup": "grader-first"}))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "'grader-first'" in msg and "dataset 'capitals'" in msg
+    assert "single, mixture, standardized, all" in msg
+    with pytest.raises(QuirkyError, match=r"setup 'singel' is not available for dataset 'addition'"):
+        config_from_dict(_cfg(datasets={"names": ["addition"], "setup": "singel"}))

@@ -6,6 +6,7 @@ Each stage owns its own `quirky/<stage>/cli.py` with a Typer app; this module on
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         hint = "this may be a damaged input file; rerun with --debug for the traceback"
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "the disk is full: free some space and rerun the same command; finished outputs are kept"
         _error(f"{type(e).__name__}: {e} ({hint})")
         sys.exit(1)
 

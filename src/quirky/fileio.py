@@ -123,6 +123,30 @@ def recover_swap(path: str | os.PathLike[str]) -> None:
         _remove(old)
 
 
+#: The name `atomic_path`/`atomic_dir` give a temporary: ".<name>.<8 random characters from tempfile>.tmp".
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def drop_temporaries(path: str | os.PathLike[str], *, inside: bool) -> list[Path]:
+    """Remove what a killed writer of `path` left: its own temporaries beside it and, with `inside`, the
+    temporaries of atomic writes anywhere inside it.  Returns what was removed.
+
+    Why: a `kill -9` skips the clean-up of `atomic_path`/`atomic_dir`, so a resumed run would otherwise keep a
+    stray `.run.json.x1y2z3ab.tmp` in an output that an uninterrupted run does not have.  Call it only while
+    holding the output's write lock (nobody else can be writing those temporaries then)."""
+    path = Path(path)
+    beside = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")
+    found = [p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if beside.fullmatch(p.name)]
+    if inside and path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            stale = [n for n in dirs if _TEMPORARY.fullmatch(n)]
+            dirs[:] = [n for n in dirs if n not in stale]  # never descend into what is removed anyway
+            found += [Path(root) / n for n in stale + [f for f in files if _TEMPORARY.fullmatch(f)]]
+    for p in found:
+        _remove(p)
+    return found
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON atomically with sorted keys, so equal objects give byte-identical files.
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from quirky.errors import QuirkyError
-from quirky.fileio import recover_swap, swap_in
+from quirky.fileio import drop_temporaries, recover_swap, swap_in
 
 MARKER = ".quirky-output.json"
 
@@ -294,6 +294,9 @@ def hold_output(out: str | os.PathLike[str], command: str = "") -> None:
         )
         _HELD[key] = _Held(fd, os.getpid())
         recover_swap(out)  # only under the lock: another writer may be between its two renames
+        # what a killed writer left (atomic-write temporaries), also only under the lock; inside the output
+        # only when it is marked as a quirky output (never in a user's folder)
+        drop_temporaries(out, inside=read_marker(Path(out)) is not None)
         return
     raise QuirkyError(f"could not lock {path}: it keeps changing; is another process writing {out}?")
 

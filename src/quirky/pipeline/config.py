@@ -184,9 +184,42 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         raise QuirkyError(
             f"config: [executor] kind must be one of {', '.join(_EXECUTORS)}, got {cfg.executor.kind!r}"
         )
+    _check_datasets(cfg)
     _check_finetune(cfg)
     _check_methods(cfg)
     return cfg
+
+
+def _check_datasets(cfg: RunConfig) -> None:
+    """Dataset names must be registered, options/sources must name listed datasets, the setup must fit each one."""
+    from quirky.datasets.registry import check_name
+    from quirky.datasets.templating import setups_for
+
+    d = cfg.datasets
+    for name in d.names:
+        try:
+            check_name(name)
+        except QuirkyError as e:
+            raise QuirkyError(f"config: [datasets] names: {e}") from None
+    doubled = sorted({n for n in d.names if d.names.count(n) > 1})
+    if doubled:
+        raise QuirkyError(
+            f"config: [datasets] names lists {', '.join(doubled)} more than once; list each dataset once"
+        )
+    for key, table in (("options", d.options), ("sources", d.sources)):
+        stray = sorted(set(table) - set(d.names))
+        if stray:
+            raise QuirkyError(
+                f"config: [datasets] {key} names {', '.join(stray)}, which [datasets] names does not list; "
+                f"add them to [datasets] names or remove their {key}"
+            )
+    for name in d.names:
+        allowed = setups_for(name)
+        if d.setup not in allowed:
+            raise QuirkyError(
+                f"config: [datasets] setup {d.setup!r} is not available for dataset '{name}'; "
+                f"use one of {', '.join(allowed)}"
+            )
 
 
 def _check_methods(cfg: RunConfig) -> None:
