@@ -23,10 +23,10 @@ from quirky.report.layout import ANOMALY, DATASETS, FINETUNE, PROBES, RUN_JSON, 
 #: The marker that says a directory is a results archive written by `collect` (the only kind it overwrites).
 MARKER = "results-archive.json"
 #: The probe stage's per-layer results (every method, layer and test subset, with CIs), archived for all examples
-#: against the truth (Alice's labels), plus the LM's own rows against Bob's labels (`TRIM`): the other filters and
-#: label columns would multiply the archive's size by nine and no table reads them.
+#: against the truth (Alice's labels), plus the LM's own rows against every label column (`TRIM`): the other
+#: filters and label columns would multiply the archive's size by nine and no table reads them.
 RESULT_ROWS = "results.parquet"
-TRIM = "filter == all and (label_col == alice_label or method == lm and label_col == bob_label)"
+TRIM = "filter == all and (label_col == alice_label or method == lm)"
 _PROBE_FILES = ("summary.json", "pgr.csv", "eil.csv", "run.json")
 _FINETUNE_FILES = ("metrics.json", "finetune.json", "training_config.json", "timing.json", "README.md")
 _TIME_FIELDS = {
@@ -74,10 +74,7 @@ def collect(
         if (path / RESULT_ROWS).is_file():
             rows = pd.read_parquet(path / RESULT_ROWS)
             lm = rows["method"] == "lm"
-            rows = rows[
-                (rows["filter"] == "all")
-                & ((rows["label_col"] == "alice_label") | (lm & (rows["label_col"] == "bob_label")))
-            ]
+            rows = rows[(rows["filter"] == "all") & ((rows["label_col"] == "alice_label") | lm)]
             (out / rel).mkdir(parents=True, exist_ok=True)
             rows.reset_index(drop=True).to_parquet(out / rel / RESULT_ROWS, index=False)
             copied.append((rel / RESULT_ROWS).as_posix())

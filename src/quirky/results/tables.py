@@ -363,7 +363,9 @@ BLOCKS: dict[str, tuple[str, Any]] = {
     "timing": ("paper-grid", timing_table),
     "base": ("paper-grid-base", base_knowledge_table),
 }
-_BLOCK = re.compile(r"(<!-- quirky:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(\n<!-- /quirky:(?P=name) -->)", re.S)
+_BLOCK = re.compile(
+    r"(<!-- quirky:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)\n?(<!-- /quirky:(?P=name) -->)", re.S
+)
 
 
 def render_blocks(results_root: str | os.PathLike[str], names: Iterable[str]) -> dict[str, str]:
@@ -395,6 +397,6 @@ def update_doc(
         m.group("name") for m in _BLOCK.finditer(text) if m.group("body").strip() != fresh[m.group("name")]
     ]
     if not check and stale:
-        new = _BLOCK.sub(lambda m: m.group(1) + fresh[m.group("name")] + m.group(4), text)
+        new = _BLOCK.sub(lambda m: m.group(1) + fresh[m.group("name")] + "\n" + m.group(4), text)
         path.write_text(new)
     return stale
