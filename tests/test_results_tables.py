@@ -23,7 +23,7 @@ RESULTS = ROOT / "results"
 GRID = RESULTS / "paper-grid"
 
 needs_archive = pytest.mark.skipif(
-    not (GRID / "run.json").is_file(), reason="no committed results/paper-grid"
+    not (GRID / "results-archive.json").is_file(), reason="no committed results/paper-grid"
 )
 
 
