@@ -195,12 +195,16 @@ def run_device(device: str, model: str, data: Path, work: Path, args: argparse.N
     from quirky.models import load_model, model_identity
     from quirky.models.loading import default_device
 
+    here = work / device
+    if here.exists():  # its stages would be reused from the cache, and their timings would mean nothing
+        raise SystemExit(
+            f"gpu_check: {here} holds an earlier run; pass a new --work (or none: a temporary one)"
+        )
     if torch.device(device).type != default_device().type:
         raise SystemExit(
             f"internal error: run_device({device!r}) in a process whose default is {default_device()}"
         )
-    here = work / device
-    here.mkdir(parents=True, exist_ok=True)
+    here.mkdir(parents=True)
     out: dict[str, Any] = {"device": device, "torch_threads": torch.get_num_threads()}
     if device == "cuda":
         out["gpu"] = torch.cuda.get_device_name(0)
@@ -279,6 +283,7 @@ def run_cpu_child(args: argparse.Namespace, model: str, work: Path) -> dict[str,
         cmd += ["--tol", str(args.tol)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    result.unlink(missing_ok=True)  # never an earlier run's result
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(cmd, env=env, check=False)
     if not result.is_file():

@@ -149,3 +149,10 @@ def test_the_cpu_child_and_the_comparison_table(
     gpu_check.print_table({"model": "tiny", "devices": {"cuda": fake_cuda, "cpu": cpu}, "speedup": speed})
     printed = capsys.readouterr().out
     assert "Fake GPU" in printed and "cuda / cpu" in printed and "4.0x" in printed
+
+
+def test_an_earlier_run_in_the_work_directory_is_refused(gpu_check: ModuleType, tmp_path: Path) -> None:
+    """Cached stages would make the timings meaningless, so a device's folder must be new."""
+    (tmp_path / "cpu").mkdir()
+    with pytest.raises(SystemExit, match="holds an earlier run"):
+        gpu_check.run_device("cpu", "unused", tmp_path / "data", tmp_path, gpu_check.parse_args(["--tiny"]))
