@@ -38,6 +38,7 @@ from quirky.datasets.build import difficulty_quantiles, make_ids
 from quirky.datasets.layout import (
     CHARACTERS,
     META_FILE,
+    SPLIT_COLUMNS,
     SPLITS,
     arg_type,
     read_meta,
@@ -49,17 +50,9 @@ from quirky.datasets.spec import DatasetSpec
 from quirky.errors import QuirkyError
 from quirky.fileio import atomic_dir, file_digest, fingerprint, write_bytes, write_json
 
-#: The published `_raw` columns, in file order (reference: the dataset cards of `EleutherAI/quirky_*_raw`).
-RAW_COLUMNS: tuple[str, ...] = (
-    "id",
-    "template_args",
-    "character",
-    "label",
-    "alice_label",
-    "bob_label",
-    "difficulty",
-    "difficulty_quantile",
-)
+#: The published `_raw` columns, in file order (the dataset cards of `EleutherAI/quirky_*_raw`): our own split
+#: schema, which was modelled on them.
+RAW_COLUMNS: tuple[str, ...] = SPLIT_COLUMNS
 #: Columns an import cannot do without; `id`, `label` and `difficulty_quantile` are recomputed when absent.
 REQUIRED_COLUMNS: tuple[str, ...] = ("template_args", "character", "alice_label", "bob_label", "difficulty")
 
