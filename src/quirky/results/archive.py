@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,8 @@ class Archive:
     root: Path
     layout: RunLayout
     run: dict[str, Any]
+    # each stacked probe-stage file is read once, however many tables use it
+    _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Archive:
@@ -138,7 +140,12 @@ class Archive:
         return [d for d in order if d in found] + [d for d in found if d not in order]
 
     def probe_frame(self, name: str) -> pd.DataFrame:
-        """One probe-stage file (`pgr.csv`, `eil.csv`, `results_eil.csv`) of every (model, dataset), stacked."""
+        """One probe-stage file (`pgr.csv`, `eil.csv`, `results.parquet`) of every (model, dataset), stacked."""
+        if name not in self._frames:
+            self._frames[name] = self._read_probe_files(name)
+        return self._frames[name]
+
+    def _read_probe_files(self, name: str) -> pd.DataFrame:
         frames = []
         for _, path in sorted(self.layout.probes.items()):
             f = path / name
