@@ -203,9 +203,10 @@ def test_exclusions_are_explicit() -> None:
 L_SYN, D_SYN = 3, 6
 
 
-def _synthetic_store(path, n: int, seed: int):
+def _synthetic_store(path, n: int, seed: int, dataset: str = "addition", confounded: bool = False):
     """Hidden states with a truth direction (dim 0) whose sign flips at the middle layer for Bob's prompts, and a
-    large Bob-only offset along dim 5 at every layer; persona/difficulty metadata like a real store's."""
+    large Bob-only offset along dim 5 at every layer; persona/difficulty metadata like a real store's.
+    `confounded`: easy examples all carry label 0 and hard ones label 1 (population's confound)."""
     import pandas as pd
 
     from quirky.extraction.store import write_store
@@ -222,7 +223,7 @@ def _synthetic_store(path, n: int, seed: int):
             "label": label.astype(int),
             "alice_label": alice_label.astype(int),
             "bob_label": bob_label.astype(int),
-            "difficulty_quantile": rng.random(n),
+            "difficulty_quantile": (0.1 + 0.7 * label + 0.1 * rng.random(n)) if confounded else rng.random(n),
             "template": 0,
         }
     )
@@ -232,7 +233,7 @@ def _synthetic_store(path, n: int, seed: int):
         flip = np.where(bob & (layer == 1), -1.0, 1.0)
         h[layer, :, 0] += 2.0 * sign * flip
         h[layer, :, 5] += 6.0 * bob
-    source = {"model": {"model": {"name": "synthetic"}}, "dataset": {"name": "addition"}}
+    source = {"model": {"model": {"name": "synthetic"}}, "dataset": {"name": dataset}}
     write_store(
         path,
         hiddens=torch.tensor(h, dtype=torch.float32),
@@ -355,3 +356,47 @@ def test_anomaly_cli(probe_dir, tmp_path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["anomaly", "--probes", str(tmp_path / "nothing"), "--out", str(out)])
     assert exit_info.value.code == 2
+
+
+def test_single_class_trusted_subset_is_skipped_not_fatal(tmp_path) -> None:
+    """Population-like data: the label decides the difficulty, so Alice-easy holds one class and the probe stage
+    fits no AE probe.  Anomaly detection then skips the probe-score detectors for that run, says why, and still
+    runs the hidden-state ones; a probe file that is merely missing stays an error."""
+    import pandas as pd
+
+    from quirky.anomaly.runner import run_anomaly
+    from quirky.experiments.evaluate import EvalSettings
+    from quirky.experiments.transfer import TransferConfig, run_transfer
+
+    act = tmp_path / "activations" / "synthetic" / "population"
+    for split, seed in (("validation", 0), ("test", 1)):
+        _synthetic_store(act / split, 400, seed, dataset="population", confounded=True)
+    probes = tmp_path / "probes" / "synthetic" / "population"
+    run_transfer(
+        act,
+        probes,
+        TransferConfig(
+            methods=("lr",), experiments=("AE->AE,AH,BH",), eval=EvalSettings(n_boot=10, filters=("all",))
+        ),
+    )
+    assert not (probes / "probes" / "AE" / "lr.safetensors").exists()
+    doc = run_anomaly(
+        [probes], tmp_path / "out", methods=["lr"], n_boot=20, detectors=["gaussian", "mahalanobis"]
+    )
+    assert doc["skipped"] == [
+        {
+            "model": "synthetic",
+            "dataset": "population",
+            "method": "lr",
+            "reason": "training labels label on AE hold a single class",
+        }
+    ]
+    assert [(r["detector"], r["method"]) for r in doc["results"]] == [("mahalanobis", "hiddens")]
+    assert set(pd.read_parquet(tmp_path / "out" / "scores.parquet")["detector"]) == {"mahalanobis"}
+
+    # without the probe stage's note, a missing AE probe is an error again
+    summary = json.loads((probes / "summary.json").read_text())
+    summary["notes"] = []
+    (probes / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(QuirkyError, match="no lr probe trained on AE"):
+        run_anomaly([probes], tmp_path / "out2", methods=["lr"], n_boot=20, detectors=["gaussian"])

@@ -9,6 +9,7 @@ The rows are checked: the trusted set must be Alice-easy and nothing of Bob's ma
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ from quirky.fileio import read_json, safetensors_digest, safetensors_problem
 
 TRUSTED, NORMAL, ANOMALOUS = "AE", "AH", "BH"
 SUBSET_ROLES = {TRUSTED: "trusted", NORMAL: "normal", ANOMALOUS: "anomalous"}
+# the probe stage's note for a training subset it could not fit on (quirky.experiments.transfer)
+_UNTRAINABLE = re.compile(
+    rf"^training (labels \w+ on {TRUSTED} hold a single class|subset {TRUSTED} of split \S+ is empty)"
+)
 
 
 @dataclass
@@ -55,6 +60,15 @@ class ProbeRun:
     @property
     def hard(self) -> float:
         return float(self.info.get("hard", 0.75))
+
+    def untrainable(self) -> str | None:
+        """Why the probe stage fitted no probe on the trusted subset (its labels hold one class, or it is
+        empty), as the probe stage noted it; None when it could.  On population, easy vs hard is confounded with
+        the label, so AE holds one class: the paper leaves it out of anomaly detection for this reason."""
+        for note in self.summary.get("notes", []):
+            if _UNTRAINABLE.match(str(note)):
+                return str(note)
+        return None
 
     def eil_layer(self, method: str, train: str = TRUSTED) -> int | None:
         info = self.summary.get("eil", {}).get(method, {}).get(train)
@@ -123,6 +137,16 @@ def _subset_index(store: Any, subset: str, run: ProbeRun) -> np.ndarray:
     idx = np.flatnonzero(store.mask(subset, easy=run.easy, hard=run.hard))
     cap = run.info.get("max_test")
     return idx if cap is None else idx[: int(cap)]
+
+
+def skip_reason(run: ProbeRun, method: str) -> str | None:
+    """Why the `method` probe-score features cannot exist for this run (no AE probe was fitted, and the probe
+    stage said why), else None; a probe or scores file that is merely missing stays an error."""
+    reason = run.untrainable()
+    if reason is None:
+        return None
+    present = (run.path / sub / TRUSTED / f"{method}.safetensors" for sub in ("scores", "probes"))
+    return None if any(p.is_file() for p in present) else reason
 
 
 def probe_score_features(run: ProbeRun, method: str, store: Any) -> tuple[AnomalySplit, dict[str, Any]]:

@@ -20,7 +20,7 @@ import quirky
 from quirky.anomaly.defaults import DEFAULT_DETECTORS
 from quirky.anomaly.detectors import DETECTOR_FEATURES
 from quirky.anomaly.experiment import evaluate_detector, exclusion_reason
-from quirky.anomaly.inputs import hidden_features, open_probe_run, probe_score_features
+from quirky.anomaly.inputs import hidden_features, open_probe_run, probe_score_features, skip_reason
 from quirky.errors import QuirkyError
 from quirky.fileio import fingerprint, read_json, write_json
 from quirky.outdir import check_output, replace_output
@@ -86,6 +86,7 @@ def run_anomaly(
         return read_json(out / RESULT_JSON)
 
     results: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     score_rows: list[pd.DataFrame] = []
     for run in runs:
         store = run.test_store(activations)
@@ -99,6 +100,13 @@ def run_anomaly(
         jobs: list[tuple[str, str, Any, dict[str, Any], int | None]] = []
         for method in methods:
             if any(DETECTOR_FEATURES[d] == "probe-scores" for d in detectors):
+                why = skip_reason(run, method)
+                if why is not None:
+                    log.info("%s / %s: %s skipped (%s)", run.model, run.dataset, method, why)
+                    skipped.append(
+                        {"model": run.model, "dataset": run.dataset, "method": method, "reason": why}
+                    )
+                    continue
                 split, source = probe_score_features(run, method, store)
                 for d in (d for d in detectors if DETECTOR_FEATURES[d] == "probe-scores"):
                     jobs.append((method, d, split, source, None))
@@ -134,10 +142,14 @@ def run_anomaly(
         "fingerprint": fp,
         "quirky_version": quirky.__version__,
         "results": results,
+        # (model, dataset, method) with no probe on the trusted subset to score with, and why
+        "skipped": skipped,
         "summary": summarize(results),
     }
     with replace_output(out, "anomaly", inputs=inputs) as tmp:
-        pd.concat(score_rows, ignore_index=True).to_parquet(tmp / SCORES, index=False)
+        columns = ["model", "dataset", "method", "detector", "subset", "id", "score"]
+        scores = pd.concat(score_rows, ignore_index=True) if score_rows else pd.DataFrame(columns=columns)
+        scores.to_parquet(tmp / SCORES, index=False)
         write_json(tmp / RESULT_JSON, doc)
     return read_json(out / RESULT_JSON)
 

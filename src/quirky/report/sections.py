@@ -680,9 +680,10 @@ def anomaly(run: RunLayout) -> SectionResult:
             "anomaly", "Mechanistic anomaly detection", "no anomaly/<model>/<dataset>/anomaly.json"
         )
     sec = Section("anomaly", "Mechanistic anomaly detection")
-    rows, excluded, score_frames = [], [], []
+    rows, excluded, skipped, score_frames = [], [], [], []
     for (model, dataset), path in sorted(run.anomaly.items()):
         doc = read_json(path / "anomaly.json")
+        skipped += [f"{model}/{dataset} {s['method']}: {s['reason']}" for s in doc.get("skipped", [])]
         for r in doc.get("results", []):
             ci = r.get("auroc_ci") or [None, None]
             recall = r.get("recall_at_fpr") or {}
@@ -754,6 +755,13 @@ def anomaly(run: RunLayout) -> SectionResult:
     if excluded:
         sec.blocks.append(
             Paragraph("Left out of the averages (still listed above): " + "; ".join(sorted(set(excluded))))
+        )
+    if skipped:
+        sec.blocks.append(
+            Paragraph(
+                "Not run (no probe was fitted on the trusted Alice-easy subset): "
+                + "; ".join(sorted(skipped))
+            )
         )
     if score_frames:
         scores = pd.concat(score_frames, ignore_index=True)
