@@ -106,20 +106,23 @@ _RUN_BAR: Bar | None = None
 
 @dataclass
 class _Timer:
-    """Wall-clock seconds per stage, for run.json (the only non-deterministic part of a run's records); with a
-    `where`, each stage also advances the run's progress line."""
+    """Wall-clock and CPU seconds per stage, for run.json (the only non-deterministic part of a run's records);
+    with a `where`, each stage also advances the run's progress line.  CPU seconds (this process, all threads)
+    are what a stage costs even on a shared machine, where wall-clock time is inflated by the other load."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
     where: str = ""
 
     def stage(self, name: str, fn: Callable[[], Any]) -> Any:
         if self.where and _RUN_BAR is not None:
             _RUN_BAR.begin(f"{name} · {self.where}")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             return fn()
         finally:
             self.seconds[name] = round(time.perf_counter() - start, 2)
+            self.cpu[name] = round(time.process_time() - cpu_start, 2)
 
 
 class _SharedModel:
@@ -303,6 +306,7 @@ def run_job(config: dict[str, Any], run_dir: str, model: str, dataset: str) -> d
         "model": model,
         "dataset": dataset,
         "timings_s": timer.seconds,
+        "cpu_s": timer.cpu,
         "finetune_metrics": ft_metrics,
         "probe_summary": summary,
         "anomaly_summary": anomaly.get("summary") if anomaly else None,
@@ -342,6 +346,7 @@ def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
         "versions": package_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "timings_s": {},
+        "cpu_s": {},
         "previous_finished": previous.get("finished"),
     }
     timer = _Timer()
@@ -353,6 +358,7 @@ def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
     results = timer.stage("jobs", lambda: _run_jobs_with_progress(cfg, jobs, run_dir))
     for r in results:
         record["timings_s"][f"{model_key(r['model'])}/{r['dataset']}"] = r["timings_s"]
+        record["cpu_s"][f"{model_key(r['model'])}/{r['dataset']}"] = r["cpu_s"]
     record["jobs"] = [{k: v for k, v in r.items() if k != "probe_summary"} for r in results]
     write_json(run_dir / RUN_JSON, record)
 
@@ -360,6 +366,7 @@ def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
 
     report = timer.stage("report", lambda: build_report(run_dir))
     record["timings_s"]["run"] = timer.seconds
+    record["cpu_s"]["run"] = timer.cpu
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record["report"] = str(report.html)
     write_json(run_dir / RUN_JSON, record)

@@ -288,15 +288,12 @@ def _curve_steps(steps: list[int]) -> set[int]:
     return {s for s in steps if s >= 16}
 
 
-def timing_table(archive: Archive) -> str:
-    """Wall-clock seconds per stage and dataset (from the run's own records), and the whole run's resources."""
-    timings = archive.run.get("timings_s", {})
-    if not timings:
-        return "_no run.json with timings in this archive: the run has not finished_"
+def _stage_table(per_job: dict[str, Any]) -> str:
+    """One row per dataset, one column per stage, and the totals."""
     stages = ("finetune", "extract", "probe", "anomaly", "intervene")
     rows = []
     totals = dict.fromkeys(stages, 0.0)
-    for key, t in timings.items():
+    for key, t in per_job.items():
         if key == "run" or not isinstance(t, dict):
             continue
         rows.append(
@@ -309,7 +306,19 @@ def timing_table(archive: Archive) -> str:
         for s in stages:
             totals[s] += float(t.get(s, 0))
     rows.append(["**total**", *[fmt(totals[s], 0) for s in stages], fmt(sum(totals.values()), 0)])
-    md = markdown_table(["dataset", *stages, "all"], rows)
+    return markdown_table(["dataset", *stages, "all"], rows)
+
+
+def timing_table(archive: Archive) -> str:
+    """Seconds per stage and dataset (from the run's own records: wall clock, and CPU time of the run's process
+    where recorded), and the whole run's resources."""
+    timings = archive.run.get("timings_s", {})
+    if not timings:
+        return "_no run.json with timings in this archive: the run has not finished_"
+    md = "Wall-clock seconds:\n\n" + _stage_table(timings)
+    cpu = archive.run.get("cpu_s", {})
+    if cpu:
+        md += "\n\nCPU seconds (user + system, all threads of the run's process):\n\n" + _stage_table(cpu)
     res_file = archive.root / "resources.json"
     if res_file.is_file():
         r = read_json(res_file)
