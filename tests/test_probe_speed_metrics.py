@@ -258,7 +258,7 @@ def test_random_probe_equals_per_layer_loop() -> None:
                 for layer in range(3)
             ]
         ).to(dtype)
-        assert torch.equal(probe.state["sign"], want_sign)
+        assert torch.equal(probe.sign_, want_sign)
         xt = torch.randn(3, 30, 16, generator=g, dtype=dtype)
         want = torch.stack(
             [

@@ -47,7 +47,7 @@ def test_every_method_fit_score_save_load(tmp_path, method):
         assert probe.direction.shape[0] == 3 and probe.bias.shape == (3,)
     probe.save(tmp_path / f"{method}.safetensors", extra={"note": "test"})
     again = load_probe(tmp_path / f"{method}.safetensors")
-    assert type(again) is type(probe) and again.get_config() == probe.get_config()
+    assert type(again) is type(probe) and again.get_params() == probe.get_params()
     assert torch.equal(again.score(x), scores)
 
 

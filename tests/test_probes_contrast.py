@@ -111,7 +111,7 @@ def test_ccs_reaches_reference_loss():
     probe = make_probe("ccs").fit(x, y)
     for layer in range(2):
         ref = _reference_ccs_loss(x[layer])
-        assert probe.state["train_loss"][layer].item() <= ref + 1e-3
+        assert probe.train_loss_[layer].item() <= ref + 1e-3
 
 
 @pytest.mark.parametrize("method", ["ccs", "crc"])
@@ -122,9 +122,9 @@ def test_save_load_identical_and_direction_is_input_space(tmp_path, method):
     again = load_probe(tmp_path / "p.safetensors")
     assert torch.equal(again.score(x), probe.score(x))
     # score = a * w . (e(h_pos) - e(h_neg)) = direction . (h_pos - h_neg)
-    eraser = {k: probe.state[k] for k in ("eraser_left", "eraser_right", "eraser_center")}
+    eraser = probe.eraser
     diff = erase(x[:, :, 1], eraser) - erase(x[:, :, 0], eraser)
-    manual = probe.state["scale"][:, None] * (diff @ probe.state["weight"].unsqueeze(-1)).squeeze(-1)
+    manual = probe.scale_[:, None] * (diff @ probe.weight_.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(probe.score(x), manual, atol=1e-4, rtol=1e-4)
 
 

@@ -44,11 +44,9 @@ def test_mean_diff_exact_direction_and_fitted_calibration():
     xn, yn = x.numpy(), y.numpy().astype(bool)
     for layer in range(2):
         diff = xn[layer][yn].mean(0) - xn[layer][~yn].mean(0)
-        np.testing.assert_allclose(
-            probe.state["weight"][layer].numpy(), diff / np.linalg.norm(diff), atol=1e-12
-        )
+        np.testing.assert_allclose(probe.weight_[layer].numpy(), diff / np.linalg.norm(diff), atol=1e-12)
     # the direction is the unit difference times the fitted (positive here) scale
-    assert bool((probe.state["scale"] > 0).all())
+    assert bool((probe.scale_ > 0).all())
     # x is shifted by +100: a random bias would threshold everything to one class; the fitted one does not
     acc = accuracy(probe.score(x), y)
     assert bool((acc > 0.8).all()), acc
@@ -78,12 +76,12 @@ def test_mean_diff_on_pair_really_uses_pairs():
     probe = make_probe("mean-diff-on-pair").fit(pairs, y)
     flat = torch.cat([pairs[:, :, 0], pairs[:, :, 1]], dim=-1)
     ref = make_probe("mean-diff").fit(flat, y)
-    torch.testing.assert_close(probe.state["weight"], ref.state["weight"])
+    torch.testing.assert_close(probe.weight_, ref.weight_)
     assert probe.direction.shape == (2, 12)
     torch.testing.assert_close(probe.score(pairs), ref.score(flat))
     # and it is not the last-token mean-diff (the original's bug until its commit e001e93)
     plain = make_probe("mean-diff").fit(x, y)
-    assert not torch.allclose(probe.state["weight"][:, :6], plain.state["weight"], atol=1e-3)
+    assert not torch.allclose(probe.weight_[:, :6], plain.weight_, atol=1e-3)
 
 
 def test_lda_direction_matches_sklearn():
@@ -91,7 +89,7 @@ def test_lda_direction_matches_sklearn():
     probe = make_probe("lda").fit(x, y)
     for layer in range(2):
         sk = LinearDiscriminantAnalysis(solver="svd").fit(x[layer].numpy(), y.numpy())
-        ours = probe.state["weight"][layer].numpy()
+        ours = probe.weight_[layer].numpy()
         cos = ours @ sk.coef_[0] / np.linalg.norm(ours) / np.linalg.norm(sk.coef_[0])
         assert cos == pytest.approx(1.0, abs=1e-9)
     assert bool((accuracy(probe.score(x), y) > 0.8).all())
@@ -115,7 +113,7 @@ def test_lda_pinv_by_hand(n, f):
         s = _pooled_cov(xn, yn)
         delta = xn[yn == 1].mean(0) - xn[yn == 0].mean(0)
         want = np.linalg.pinv(s, rcond=f * np.finfo(np.float32).eps) @ delta
-        got = probe.state["weight"][layer].numpy()
+        got = probe.weight_[layer].numpy()
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
 
 
@@ -127,7 +125,7 @@ def test_lda_shrinkage_by_hand():
     s = _pooled_cov(xn, yn)
     s = (1 - alpha) * s + alpha * np.trace(s) / 20 * np.eye(20)
     want = np.linalg.solve(s, xn[yn == 1].mean(0) - xn[yn == 0].mean(0))
-    np.testing.assert_allclose(probe.state["weight"][0].numpy(), want, rtol=1e-8)
+    np.testing.assert_allclose(probe.weight_[0].numpy(), want, rtol=1e-8)
     auto = make_probe("lda", shrinkage="auto").fit(x, y)
     assert torch.isfinite(auto.score(x)).all()
 
@@ -142,7 +140,7 @@ def test_save_load_identical(tmp_path, method):
     again = load_probe(tmp_path / "p.safetensors")
     assert torch.equal(again.score(data), probe.score(data))
     for key in ("direction", "bias", "scale", "offset", "weight"):
-        assert torch.equal(again.state[key], probe.state[key])
+        assert torch.equal(getattr(again, key + "_"), getattr(probe, key + "_"))
 
 
 @pytest.mark.parametrize("n,f", [(40, 30), (200, 12), (30, 50)])
@@ -163,5 +161,5 @@ def test_lda_pinv_rank_deficient_takes_the_exact_path(n, f, monkeypatch):
             xn[yn == 1].mean(0) - xn[yn == 0].mean(0)
         )
         np.testing.assert_allclose(
-            probe.state["weight"][layer].numpy(), want, rtol=1e-5, atol=1e-7 * np.abs(want).max()
+            probe.weight_[layer].numpy(), want, rtol=1e-5, atol=1e-7 * np.abs(want).max()
         )

@@ -42,7 +42,7 @@ def _sklearn(x: np.ndarray, y: np.ndarray, l2: float):
 def test_lr_matches_sklearn_float64(l2):
     x, y = _data()
     probe = make_probe("lr", l2=l2).fit(x, y)
-    assert bool(probe.state["converged"].all())
+    assert bool(probe.converged_.all())
     for layer in range(x.shape[0]):
         coef, intercept = _sklearn(x[layer].numpy(), y.numpy(), l2)
         np.testing.assert_allclose(
@@ -83,5 +83,5 @@ def test_lr_save_load_identical(tmp_path):
     probe = make_probe("lr", l2=0.01).fit(x, y)
     probe.save(tmp_path / "lr.safetensors")
     again = load_probe(tmp_path / "lr.safetensors")
-    assert again.get_config() == probe.get_config()
+    assert again.get_params() == probe.get_params()
     assert torch.equal(again.score(x), probe.score(x))

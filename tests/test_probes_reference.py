@@ -180,14 +180,14 @@ def test_ccs_reaches_the_reference_optimum_and_its_auroc():
     for layer in range(2):
         neg, pos, e = erased_pair(x[layer])
         loss_ref, objective_ref, w_ref = ccs_reference_fit(neg, pos)
-        w, b = probe.state["weight"][layer], probe.state["weight_bias"][layer]
+        w, b = probe.weight_[layer], probe.weight_bias_[layer]
         loss = float(ccs_reference_loss(neg @ w + b, pos @ w + b))
         objective = loss + WEIGHT_DECAY / 2 * float(w @ w + b * b)
         # CCS is not convex (min(p+, p-) has kinks): both solvers stop at stationary points, which on these data
         # can be distinct neighbouring minima ~1e-5 apart; a wrong loss or gradient costs far more than that
         assert loss <= loss_ref * (1 + 1e-4), (layer, loss, loss_ref)
         assert objective <= objective_ref * (1 + 1e-4), (layer, objective, objective_ref)
-        assert float(probe.state["train_loss"][layer]) == pytest.approx(loss, abs=1e-7)
+        assert float(probe.train_loss_[layer]) == pytest.approx(loss, abs=1e-7)
         assert abs(float(w @ w_ref)) / float(w.norm() * w_ref.norm()) > 0.999
         # reference scores: w_ref . (e(h_pos) - e(h_neg)), sign resolved on the training labels
         sign = 1.0 if roc_auc_score(y.numpy(), ((pos - neg) @ w_ref).numpy()) > 0.5 else -1.0
@@ -212,7 +212,7 @@ def test_crc_direction_is_the_top_singular_vector_of_erased_differences():
         _, sv, vt = np.linalg.svd(diffs - diffs.mean(axis=0), full_matrices=False)
         assert sv[0] > 1.5 * sv[1]  # a well-separated top component
         top = vt[0]
-        w = probe.state["weight"][layer].numpy()
+        w = probe.weight_[layer].numpy()
         assert abs(w @ top) / np.linalg.norm(w) > 1 - 1e-8
         # the scores are a positive multiple of top . (e(h_pos) - e(h_neg)) with the sign the labels choose
         sign = 1.0 if roc_auc_score(y.numpy(), diffs @ top) > 0.5 else -1.0
@@ -322,7 +322,7 @@ def test_lda_auto_shrinkage_is_the_shrunk_pooled_covariance_solve():
         xn, yn
     )
     ref = sk.coef_[0]
-    w = probe.state["weight"][0].numpy()
+    w = probe.weight_[0].numpy()
     assert _cos(w, ref) > 1 - 1e-10
     unshrunk = np.linalg.lstsq(s, x1.mean(0) - x0.mean(0), rcond=None)[0]
     assert abs(_cos(unshrunk, ref)) < 0.95  # the shrinkage matters here
@@ -339,7 +339,7 @@ def test_lda_auto_shrinkage_agrees_with_sklearn_lsqr_auto():
     x_test, y_test = _gaussian_classes(1500, 8, mean_scale=0.5, seed=1, sample_seed=1)
     probe = make_probe("lda", shrinkage="auto").fit(x, y)
     sk = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x[0].numpy(), y.numpy())
-    assert _cos(probe.state["weight"][0].numpy(), sk.coef_[0]) > 0.999
+    assert _cos(probe.weight_[0].numpy(), sk.coef_[0]) > 0.999
     ours = probe.score(x_test)[0].numpy()
     theirs = sk.decision_function(x_test[0].numpy())
     assert spearmanr(ours, theirs).statistic > 0.999

@@ -1,11 +1,11 @@
 """Shared machinery of the contrast-pair probes (CCS, CRC): the LEACE normaliser and Platt calibration.
 
-Normaliser (the original's `elk_generalization/elk/ccs.py`, `norm="leace"`, and `elk/crc.py`): a LEACE eraser that
-removes the linear information about *which side of the pair* a state is (choice 0 vs choice 1), fitted with
-`concept_erasure.LeaceFitter(d, 2)` on x_neg with z = [0, 1] and x_pos with z = [1, 0] (the reference's
-single-template call, `num_variants = 1`).  The fitter accumulates the statistics (with its default optimal
-shrinkage of the covariance); the eraser is then computed from those statistics in closed form: for a concept of
-rank r the LEACE map is the oblique projection
+Normaliser (EleutherAI/quirky-language-models: `elk_generalization/elk/ccs.py` with `norm="leace"`, and
+`elk_generalization/elk/crc.py`): a LEACE eraser that removes the linear information about *which side of the
+pair* a state is (choice 0 vs choice 1), fitted with `concept_erasure.LeaceFitter(d, 2)` on x_neg with z = [0, 1]
+and x_pos with z = [1, 0] (the reference's single-template call, `num_variants = 1`).  The fitter accumulates the
+statistics (with its default optimal shrinkage of the covariance); the eraser is then computed from those
+statistics in closed form: for a concept of rank r the LEACE map is the oblique projection
     P = I - S_xz (S_xz^T S^-1 S_xz)^+ S_xz^T S^-1,
 which needs one Cholesky solve instead of the fitter's full d x d eigendecomposition (the cost that dominates
 CCS/CRC at d = 4096).  Singular values under the fitter's `svd_tol` are dropped exactly as the fitter does; if the
@@ -19,13 +19,25 @@ ever materialised in erased form: `erased_weight` maps weights instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from concept_erasure import LeaceFitter
 from torch import Tensor
 
+from quirky.probes.base import Probe
 from quirky.probes.optim import fit_platt
 
 ERASER_RANK = 2
+
+
+@dataclass(frozen=True)
+class PairEraser:
+    """Per-layer LEACE erasers e(x) = x - ((x - center) right^T) left^T."""
+
+    left: Tensor  # [L, d, ERASER_RANK]
+    right: Tensor  # [L, ERASER_RANK, d]
+    center: Tensor  # [L, d]
 
 
 def _closed_form_eraser(fitter: LeaceFitter) -> tuple[Tensor, Tensor] | None:
@@ -57,8 +69,8 @@ def _closed_form_eraser(fitter: LeaceFitter) -> tuple[Tensor, Tensor] | None:
     return left, right
 
 
-def fit_pair_eraser(x: Tensor) -> dict[str, Tensor]:
-    """Fit one LEACE eraser per layer on contrast pairs x [L, n, 2, d]; returns the stacked eraser tensors."""
+def fit_pair_eraser(x: Tensor) -> PairEraser:
+    """Fit one LEACE eraser per layer on contrast pairs x [L, n, 2, d]."""
     num_layers, n, _, d = x.shape
     lefts, rights, centers = [], [], []
     z_neg = torch.tensor([0.0, 1.0], device=x.device, dtype=x.dtype).expand(n, 2)
@@ -81,25 +93,21 @@ def fit_pair_eraser(x: Tensor) -> dict[str, Tensor]:
         lefts.append(left.to(x.dtype))
         rights.append(right.to(x.dtype))
         centers.append(fitter.mean_x.to(x.dtype))
-    return {
-        "eraser_left": torch.stack(lefts),
-        "eraser_right": torch.stack(rights),
-        "eraser_center": torch.stack(centers),
-    }
+    return PairEraser(torch.stack(lefts), torch.stack(rights), torch.stack(centers))
 
 
-def erase(x: Tensor, eraser: dict[str, Tensor]) -> Tensor:
+def erase(x: Tensor, eraser: PairEraser) -> Tensor:
     """Apply per-layer erasers to x [L, m, d] (used by tests and for inspection; probes map weights instead)."""
-    delta = x - eraser["eraser_center"][:, None, :]
-    return x - (delta @ eraser["eraser_right"].mT) @ eraser["eraser_left"].mT
+    delta = x - eraser.center[:, None, :]
+    return x - (delta @ eraser.right.mT) @ eraser.left.mT
 
 
-def erased_weight(w: Tensor, eraser: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+def erased_weight(w: Tensor, eraser: PairEraser) -> tuple[Tensor, Tensor]:
     """For weights w [L, ..., d] on erased states, (u, c) with w . e(x) = u . x + c for raw x.
 
     u = P^T w = w - (w left) right;  c = center . right^T (left^T w).
     """
-    left, right, center = eraser["eraser_left"], eraser["eraser_right"], eraser["eraser_center"]
+    left, right, center = eraser.left, eraser.right, eraser.center
     lw = w @ left if w.ndim == 3 else (w.unsqueeze(1) @ left).squeeze(1)  # [L, ..., r]
     if w.ndim == 3:
         u = w - lw @ right
@@ -130,3 +138,37 @@ def pair_difference_score(x: Tensor, direction: Tensor) -> Tensor:
     num_layers, n, _, d = x.shape
     s = torch.bmm(x.reshape(num_layers, 2 * n, d), direction.unsqueeze(-1)).reshape(num_layers, n, 2)
     return s[..., 1] - s[..., 0]
+
+
+class ContrastProbe(Probe):
+    """The fitted state and scoring shared by CCS and CRC: a weight w on erased states, Platt-scaled, applied to
+    h_pos - h_neg (the offset cancels in the difference, so `bias` is 0)."""
+
+    pair = True
+
+    eraser_left_: Tensor  # [L, d, ERASER_RANK] LEACE eraser (see `PairEraser`)
+    eraser_right_: Tensor  # [L, ERASER_RANK, d]
+    eraser_center_: Tensor  # [L, d]
+    weight_: Tensor  # [L, d] the direction on erased states
+    scale_: Tensor  # [L] Platt scale
+    offset_: Tensor  # [L] Platt bias, kept for inspection
+    direction_: Tensor  # [L, d] P^T weight * scale, applied to h_pos - h_neg
+    bias_: Tensor  # [L] zeros
+
+    @property
+    def eraser(self) -> PairEraser:
+        return PairEraser(self.eraser_left_, self.eraser_right_, self.eraser_center_)
+
+    def _calibrate(self, x: Tensor, y: Tensor, eraser: PairEraser, w: Tensor, w_bias: Tensor | None) -> None:
+        """Set the shared state from the fitted weight w [L, d] (and bias [L]) on erased states: the reference's
+        `platt_scale` on both sides of the pairs fixes the scale and resolves the sign."""
+        u, c = erased_weight(w, eraser)
+        sides = pair_side_scores(x, u, c if w_bias is None else c + w_bias)
+        self.scale_, self.offset_ = platt_on_sides(sides, y)
+        self.eraser_left_, self.eraser_right_, self.eraser_center_ = eraser.left, eraser.right, eraser.center
+        self.weight_ = w
+        self.direction_ = u * self.scale_[:, None]
+        self.bias_ = torch.zeros_like(self.scale_)
+
+    def _score(self, x: Tensor) -> Tensor:
+        return pair_difference_score(x, self._like(self.direction_, x))

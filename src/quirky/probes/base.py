@@ -2,8 +2,8 @@
 
 Every probe is fitted on all layers at once: `fit(x, y)` with x [L, n, f] (pair methods: [L, n, 2, d]) and
 labels y [n]; `score(x)` returns [L, n] log-odds-like scores whose sign was resolved on the training data.  The
-whole fitted state (weights, bias, scale, normaliser) is a flat dict of tensors, so `save` writes one
-safetensors file whose metadata names the method and its hyperparameters, and `load_probe` rebuilds an
+whole fitted state (weights, bias, scale, normaliser) is a set of declared tensor attributes, so `save` writes
+one safetensors file whose metadata names the method and its hyperparameters, and `load_probe` rebuilds an
 identical probe (identical scores) on any device.
 
 Why validation lives here: a probe is where bad data first meets linear algebra; a NaN, a single-class label
@@ -12,6 +12,7 @@ vector or a wrong shape must become a `QuirkyError` that names the problem, not 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from abc import ABC, abstractmethod
@@ -86,33 +87,76 @@ def check_labels(y: Tensor, n: int, *, name: str, need_both: bool = True) -> Ten
 
 
 class Probe(ABC):
-    """Base class: subclasses set `name`, `pair`, implement `_fit`, `_score` and list their state keys."""
+    """Base class: subclasses set `name` and `pair`, implement `_fit` and `_score`, and declare their fitted state
+    as annotated attributes ending in `_` (scikit-learn's convention).
+
+    Why declared this way: the saved file, the reload check and the reload tests all read the hyperparameters from
+    `__init__`'s signature (`get_params`) and the fitted state from the annotations (`fitted_names`), so a new
+    option or a new fitted tensor cannot be left out of a saved probe (hand-kept key lists and `get_config`
+    methods drifted: LDA's `max_chunk_bytes` was dropped, CCS's `n_iter` was saved but never declared).  Every
+    `__init__` argument must be stored as the attribute of the same name.
+    """
 
     name: ClassVar[str]
     pair: ClassVar[bool] = False
     linear: ClassVar[bool] = True
-    state_keys: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self) -> None:
-        self.state: dict[str, Tensor] = {}
 
     # ---- hyperparameters -------------------------------------------------------------------------------
-    def get_config(self) -> dict[str, Any]:
-        """JSON-serialisable hyperparameters (constructor keyword arguments)."""
-        return {}
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        """The keyword arguments of `__init__`, in order."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return tuple(p.name for p in params if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD)
 
-    # ---- fitting and scoring ---------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """The hyperparameters as `__init__` stored them: `type(p)(**p.get_params())` rebuilds an unfitted copy."""
+        missing = [k for k in self.param_names() if not hasattr(self, k)]
+        if missing:  # a programming error in a probe class, not a user error
+            raise TypeError(f"{self.name}: __init__ does not store its argument(s) {', '.join(missing)}")
+        return {k: getattr(self, k) for k in self.param_names()}
+
+    def get_config(self) -> dict[str, Any]:
+        """Old name of `get_params` (kept for callers)."""
+        return self.get_params()
+
+    # ---- fitted state ----------------------------------------------------------------------------------
+    @classmethod
+    def fitted_names(cls) -> tuple[str, ...]:
+        """The annotated fitted attributes (ending in `_`) of the class and its bases, in declaration order."""
+        names: dict[str, None] = {}
+        for klass in reversed(cls.__mro__):
+            for key in inspect.get_annotations(klass):
+                if key.endswith("_") and not key.startswith("_"):
+                    names[key] = None
+        return tuple(names)
+
     @property
     def fitted(self) -> bool:
-        return bool(self.state)
+        return all(hasattr(self, k) for k in self.fitted_names())
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The fitted tensors by their saved names (the attribute without its trailing `_`)."""
+        return {k[:-1]: getattr(self, k) for k in self.fitted_names()}
+
+    def _set_state(self, state: dict[str, Tensor]) -> None:
+        for key in self.fitted_names():
+            setattr(self, key, state[key[:-1]])
+
+    # ---- fitting and scoring ---------------------------------------------------------------------------
     def fit(self, x: Tensor, y: Tensor) -> Self:
         check_features(x, pair=self.pair, name=self.name, what="training features")
         yf = check_labels(y, x.shape[1], name=self.name)
         dt = compute_dtype(x)
+        for key in self.fitted_names():  # a refit must not keep anything of the last fit
+            self.__dict__.pop(key, None)
         with torch.no_grad():
-            self.state = {}
             self._fit(x.to(dt), yf.to(device=x.device, dtype=dt))
+        declared = set(self.fitted_names())
+        set_now = {k for k in vars(self) if k.endswith("_") and not k.startswith("_")}
+        if declared != set_now:  # a programming error in a probe class: what it fits is what it saves
+            raise TypeError(
+                f"{self.name}: fitted attributes {sorted(set_now)} differ from the declared {sorted(declared)}"
+            )
         return self
 
     def score(self, x: Tensor) -> Tensor:
@@ -126,66 +170,66 @@ class Probe(ABC):
                 f"{self.name}: probe was fitted on {expect[0]} layers x {expect[1]} features, but the input "
                 f"has {x.shape[0]} layers x {x.shape[-1]} features (mismatched model or layer selection)"
             )
-        dt = compute_dtype(x)
-        state = {
-            k: v.to(device=x.device, dtype=dt) if v.is_floating_point() else v for k, v in self.state.items()
-        }
         with torch.no_grad():
-            return self._score(x.to(dt), state)
+            return self._score(x.to(compute_dtype(x)))
+
+    @staticmethod
+    def _like(t: Tensor, x: Tensor) -> Tensor:
+        """A fitted tensor on x's device, in x's dtype when floating (a probe fitted on a GPU scores CPU data)."""
+        return t.to(device=x.device, dtype=x.dtype) if t.is_floating_point() else t.to(x.device)
 
     @property
     def expected_shape(self) -> tuple[int, int]:
         """(layers, size of the input's last dim) this probe accepts; concatenated-pair probes override it."""
-        w = self.state["direction"]
+        w = self.direction_
         return int(w.shape[0]), int(w.shape[-1])
 
     @abstractmethod
-    def _fit(self, x: Tensor, y: Tensor) -> None: ...
+    def _fit(self, x: Tensor, y: Tensor) -> None:
+        """Set every declared fitted attribute from x (in the compute dtype) and 0/1 labels y [n]."""
 
     @abstractmethod
-    def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor: ...
+    def _score(self, x: Tensor) -> Tensor: ...
 
     # ---- input-space linear view (used by interventions) -----------------------------------------------
     @property
     def direction(self) -> Tensor:
         """[L, f]: score = x . direction + bias, in the probe's input space."""
-        return self.state["direction"]
+        return self.direction_
 
     @property
     def bias(self) -> Tensor:
         """[L]"""
-        return self.state["bias"]
+        return self.bias_
 
     @property
     def num_layers(self) -> int:
         return self.expected_shape[0]
 
     # ---- serialisation ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Tensor]:
-        return dict(self.state)
-
     def save(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
-        """Write the full state to a safetensors file atomically (metadata: method, config, `extra`)."""
+        """Write the full state to a safetensors file atomically (metadata: method, params, `extra`)."""
         if not self.fitted:
             raise QuirkyError(f"{self.name}: nothing to save, the probe is not fitted")
         meta = {
             "format": PROBE_FORMAT,
             "format_version": PROBE_FORMAT_VERSION,
             "method": self.name,
-            "config": json.dumps(self.get_config(), sort_keys=True),
+            "config": json.dumps(self.get_params(), sort_keys=True),
             "extra": json.dumps(extra or {}, sort_keys=True, default=str),
         }
-        tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in sorted(self.state.items())}
+        tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in sorted(self.state_dict().items())}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def from_state(cls, config: dict[str, Any], state: dict[str, Tensor]) -> Self:
+        """The probe with hyperparameters `config` and the saved tensors `state` (keys without the `_`)."""
         probe = cls(**config)
-        missing = [k for k in cls.state_keys if k not in state]
+        missing = [k[:-1] for k in cls.fitted_names() if k[:-1] not in state]
         if missing:
             raise QuirkyError(f"{cls.name}: saved probe lacks the tensor(s) {', '.join(missing)}")
-        probe.state = dict(state)
+        probe._set_state(state)
         return probe
 
 

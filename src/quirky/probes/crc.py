@@ -1,9 +1,9 @@
 """Contrastive Representation Clustering (`crc`): the top principal direction of normalised pair differences.
 
-Math (the original's `elk_generalization/elk/crc.py`): LEACE eraser on the stacked pair states with z = side (the
-same concept as CCS's, so the same `_contrast.fit_pair_eraser`); w = top principal component of the centred erased
-differences e(h_pos) - e(h_neg); then the Platt scale a and bias are fitted on both sides with the labels (this
-resolves the sign); output a w . (e(h_pos) - e(h_neg)).
+Math (EleutherAI/quirky-language-models: `elk_generalization/elk/crc.py`): LEACE eraser on the stacked pair states
+with z = side (the same concept as CCS's, so the same `_contrast.fit_pair_eraser`); w = top principal component of
+the centred erased differences e(h_pos) - e(h_neg); then the Platt scale a and bias are fitted on both sides with
+the labels (this resolves the sign); output a w . (e(h_pos) - e(h_neg)).
 
 Where it differs: the reference used `torch.pca_lowrank(q=1, niter=10)` (a one-vector randomised estimate, with
 the global RNG); here a seeded randomised subspace iteration with oversampling (q = 8) and 10 power iterations,
@@ -13,23 +13,14 @@ differences).  `direction` [L, d] applies to h_pos - h_neg; `bias` is 0.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from quirky.probes._contrast import (
-    erased_weight,
-    fit_pair_eraser,
-    pair_difference_score,
-    pair_side_scores,
-    platt_on_sides,
-)
-from quirky.probes.base import Probe
+from quirky.probes._contrast import ContrastProbe, PairEraser, fit_pair_eraser
 
 
 def top_principal_direction(
-    diffs: Tensor, eraser: dict[str, Tensor], *, oversample: int = 8, niter: int = 10, seed: int = 0
+    diffs: Tensor, eraser: PairEraser, *, oversample: int = 8, niter: int = 10, seed: int = 0
 ) -> Tensor:
     """Top right singular vector [L, d] of the centred erased differences M = (D - mean D) P^T.
 
@@ -37,7 +28,7 @@ def top_principal_direction(
     P^T V = V - right^T (left^T V) and P U' = U' - left (right U').
     """
     num_layers, n, d = diffs.shape
-    left, right = eraser["eraser_left"], eraser["eraser_right"]
+    left, right = eraser.left, eraser.right
     mean = diffs.mean(dim=1, keepdim=True)  # [L, 1, d]
     q = min(oversample, n, d)
 
@@ -65,28 +56,13 @@ def top_principal_direction(
     return vh[:, 0, :]
 
 
-class CrcProbe(Probe):
+class CrcProbe(ContrastProbe):
     """`crc`: see the module docstring."""
 
     name = "crc"
-    pair = True
-    state_keys = (
-        "eraser_left",
-        "eraser_right",
-        "eraser_center",
-        "weight",
-        "scale",
-        "offset",
-        "direction",
-        "bias",
-    )
 
     def __init__(self, oversample: int = 8, niter: int = 10, seed: int = 0) -> None:
-        super().__init__()
         self.oversample, self.niter, self.seed = int(oversample), int(niter), int(seed)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"oversample": self.oversample, "niter": self.niter, "seed": self.seed}
 
     def _fit(self, x: Tensor, y: Tensor) -> None:
         eraser = fit_pair_eraser(x)
@@ -95,17 +71,4 @@ class CrcProbe(Probe):
             diffs, eraser, oversample=self.oversample, niter=self.niter, seed=self.seed
         )
         del diffs
-        u, c = erased_weight(w, eraser)
-        sides = pair_side_scores(x, u, c)
-        scale, offset = platt_on_sides(sides, y)
-        self.state = {
-            **eraser,
-            "weight": w,
-            "scale": scale,
-            "offset": offset,
-            "direction": u * scale[:, None],
-            "bias": torch.zeros_like(scale),
-        }
-
-    def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor:
-        return pair_difference_score(x, state["direction"])
+        self._calibrate(x, y, eraser, w, None)

@@ -1,10 +1,10 @@
 """Linear discriminant analysis probe (`lda`), with optional covariance shrinkage.
 
-Direction (the original's `elk_generalization/elk/lda.py`): w = pinv(S) (mu_1 - mu_0),
+Direction (EleutherAI/quirky-language-models: `elk_generalization/elk/lda.py`): w = pinv(S) (mu_1 - mu_0),
 S = (n_0 S_0 + n_1 S_1) / n with unbiased per-class covariances.  The pseudo-inverse keeps the reference's cutoff:
 singular values below d * eps(float32) times the largest are dropped, which is what `torch.linalg.pinv` did on the
 reference's float32 inputs (in the p >> n regime of the paper this truncation is a large part of what LDA is).
-Where we differ: a fitted scale and bias (`fit_platt`) instead of a random bias (the original's `lda.py:13-16`),
+Where we differ: a fitted scale and bias (`fit_platt`) instead of a random bias (its `lda.py:13-16`),
 and optional shrinkage S' = (1 - a) S + a tr(S)/d I (`shrinkage=a`), or the random-matrix-optimal linear
 shrinkage of `concept-erasure` (`shrinkage="auto"`, the estimator of the reference's unused `fit2`).
 
@@ -14,8 +14,6 @@ inverse, so Cholesky solves replace the eigendecomposition (see `_pinv_solve`). 
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -108,10 +106,14 @@ class LdaProbe(Probe):
     """`lda`: pinv(pooled within-class covariance) (mu_1 - mu_0), fitted scale and bias."""
 
     name = "lda"
-    state_keys = ("weight", "scale", "offset", "direction", "bias")
+
+    weight_: Tensor  # [L, f] pinv(S) (mu_1 - mu_0)
+    scale_: Tensor  # [L] Platt scale
+    offset_: Tensor  # [L] Platt bias
+    direction_: Tensor  # [L, f] weight * scale
+    bias_: Tensor  # [L] offset
 
     def __init__(self, shrinkage: float | str | None = None, max_chunk_bytes: int = 1 << 28) -> None:
-        super().__init__()
         if shrinkage is not None and shrinkage != "auto":
             try:
                 shrinkage = float(shrinkage)
@@ -122,10 +124,8 @@ class LdaProbe(Probe):
             if not 0.0 <= shrinkage <= 1.0:
                 raise QuirkyError(f"lda: shrinkage must be in [0, 1], got {shrinkage}")
         self.shrinkage = shrinkage
+        # layers solved together in float64 (peak memory), not a modelling choice: any value gives the same w
         self.max_chunk_bytes = int(max_chunk_bytes)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"shrinkage": self.shrinkage}
 
     def _fit(self, x: Tensor, y: Tensor) -> None:
         num_layers, n, f = x.shape
@@ -149,15 +149,10 @@ class LdaProbe(Probe):
                 w[a:b] = _pinv_solve(centred, delta, y.to(torch.float64))
             else:
                 w[a:b] = _shrunk_solve(centred, delta, self.shrinkage, n)
-        w = w.to(x.dtype)
-        scale, offset = calibrate(x, y, w)
-        self.state = {
-            "weight": w,
-            "scale": scale,
-            "offset": offset,
-            "direction": w * scale[:, None],
-            "bias": offset,
-        }
+        self.weight_ = w.to(x.dtype)
+        self.scale_, self.offset_ = calibrate(x, y, self.weight_)
+        self.direction_ = self.weight_ * self.scale_[:, None]
+        self.bias_ = self.offset_
 
-    def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor:
-        return linear_score(x, state["direction"], state["bias"])
+    def _score(self, x: Tensor) -> Tensor:
+        return linear_score(x, self._like(self.direction_, x), self._like(self.bias_, x))

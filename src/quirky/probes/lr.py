@@ -1,7 +1,7 @@
 """Logistic regression probes: `lr` on the last-token state and `lr-on-pair` on the concatenated contrast pair.
 
-Objective (the original's `elk_generalization/elk/lr_classifier.py`): mean BCE(sigmoid(w.x + b), y)
-+ l2 * ||w||^2, bias unpenalised, no input scaling.  In scikit-learn's terms that is
+Objective (EleutherAI/quirky-language-models: `elk_generalization/elk/lr_classifier.py`):
+mean BCE(sigmoid(w.x + b), y) + l2 * ||w||^2, bias unpenalised, no input scaling.  In scikit-learn's terms that is
 `LogisticRegression(C = 1 / (2 * n * l2))`.
 
 Why it is fast: all layers are one batched L-BFGS problem, and two exact reformulations make it well
@@ -14,8 +14,6 @@ the iteration count drops from hundreds or thousands to tens.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -76,26 +74,25 @@ class LogisticRegressionProbe(Probe):
     """`lr`: L2-penalised logistic regression on the last-prompt-token state, one per layer."""
 
     name = "lr"
-    state_keys = ("direction", "bias", "n_iter", "converged")
+
+    direction_: Tensor  # [L, f] score = x . direction + bias
+    bias_: Tensor  # [L]
+    n_iter_: Tensor  # [L] L-BFGS iterations
+    converged_: Tensor  # [L] bool: met a tolerance before max_iter
 
     def __init__(self, l2: float = 1e-3, max_iter: int = 1000, gtol: float = 1e-6) -> None:
-        super().__init__()
         self.l2, self.max_iter, self.gtol = float(l2), int(max_iter), float(gtol)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"l2": self.l2, "max_iter": self.max_iter, "gtol": self.gtol}
 
     def _features(self, x: Tensor) -> Tensor:
         return x
 
     def _fit(self, x: Tensor, y: Tensor) -> None:
-        w, b, n_iter, converged = fit_logistic(
+        self.direction_, self.bias_, self.n_iter_, self.converged_ = fit_logistic(
             self._features(x), y, l2=self.l2, max_iter=self.max_iter, gtol=self.gtol
         )
-        self.state = {"direction": w, "bias": b, "n_iter": n_iter, "converged": converged}
 
-    def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor:
-        return linear_score(self._features(x), state["direction"], state["bias"])
+    def _score(self, x: Tensor) -> Tensor:
+        return linear_score(self._features(x), self._like(self.direction_, x), self._like(self.bias_, x))
 
 
 class PairLogisticRegressionProbe(LogisticRegressionProbe):
@@ -109,5 +106,5 @@ class PairLogisticRegressionProbe(LogisticRegressionProbe):
 
     @property
     def expected_shape(self) -> tuple[int, int]:
-        w = self.state["direction"]
+        w = self.direction_
         return int(w.shape[0]), int(w.shape[-1]) // 2

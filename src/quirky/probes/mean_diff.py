@@ -1,9 +1,9 @@
 """Difference-in-means probes: `mean-diff` on the last-token state and `mean-diff-on-pair` on [h_neg ; h_pos].
 
-Direction (the original's `elk_generalization/elk/mean_diff.py`): w = (mu_1 - mu_0) / ||mu_1 - mu_0||.  Where
-we differ (a bug of the original's, `mean_diff.py:12-15`): the
-reference kept nn.Linear's *random* bias and a +-1 "scale", so a threshold at 0 meant nothing.  Here the scale
-and bias are fitted by a 1-D logistic regression of the labels on the projection w.x (`fit_platt`), which also
+Direction (EleutherAI/quirky-language-models: `elk_generalization/elk/mean_diff.py`):
+w = (mu_1 - mu_0) / ||mu_1 - mu_0||.  Where we differ (a bug of the original's, `mean_diff.py:12-15`): the
+reference kept nn.Linear's *random* bias and a +-1 "scale", so a threshold at 0 meant nothing.  Here the scale and
+bias are fitted by a 1-D logistic regression of the labels on the projection w.x (`fit_platt`), which also
 resolves the sign on the training data.  `mean-diff-on-pair` really uses the pairs (the reference's version
 silently read the last-token states, `hiddens.pt`, until its commit `e001e93`).
 """
@@ -37,7 +37,12 @@ class MeanDiffProbe(Probe):
     """`mean-diff`: unit difference of class means, with a fitted scale and bias."""
 
     name = "mean-diff"
-    state_keys = ("weight", "scale", "offset", "direction", "bias")
+
+    weight_: Tensor  # [L, f] unit mean difference
+    scale_: Tensor  # [L] Platt scale
+    offset_: Tensor  # [L] Platt bias
+    direction_: Tensor  # [L, f] weight * scale
+    bias_: Tensor  # [L] offset
 
     def _features(self, x: Tensor) -> Tensor:
         return x
@@ -47,18 +52,13 @@ class MeanDiffProbe(Probe):
         mu0, mu1 = class_means(x, y)
         diff = mu1 - mu0
         norm = diff.norm(dim=-1, keepdim=True)
-        w = diff / norm.clamp_min(torch.finfo(x.dtype).tiny)
-        scale, offset = calibrate(x, y, w)
-        self.state = {
-            "weight": w,
-            "scale": scale,
-            "offset": offset,
-            "direction": w * scale[:, None],
-            "bias": offset,
-        }
+        self.weight_ = diff / norm.clamp_min(torch.finfo(x.dtype).tiny)
+        self.scale_, self.offset_ = calibrate(x, y, self.weight_)
+        self.direction_ = self.weight_ * self.scale_[:, None]
+        self.bias_ = self.offset_
 
-    def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor:
-        return linear_score(self._features(x), state["direction"], state["bias"])
+    def _score(self, x: Tensor) -> Tensor:
+        return linear_score(self._features(x), self._like(self.direction_, x), self._like(self.bias_, x))
 
 
 class PairMeanDiffProbe(MeanDiffProbe):
@@ -72,5 +72,5 @@ class PairMeanDiffProbe(MeanDiffProbe):
 
     @property
     def expected_shape(self) -> tuple[int, int]:
-        w = self.state["direction"]
+        w = self.direction_
         return int(w.shape[0]), int(w.shape[-1]) // 2

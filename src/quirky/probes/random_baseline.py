@@ -1,6 +1,7 @@
 """The random-direction baseline (`random`): how well does a *random* linear direction separate the classes?
 
-The original (`elk_generalization/elk/random_baseline.py`, driven by `elk/transfer.py`): draw directions
+The original (EleutherAI/quirky-language-models: `elk_generalization/elk/random_baseline.py`, driven by
+`elk_generalization/elk/transfer.py`): draw directions
 z ~ N(0, I_d), flip each whose training AUROC is below 0.5, and report the distribution of test AUROCs.  This
 "probe" is a distribution, not a single score: `score(x)` returns [L, K, n] (one row per direction), and the
 experiments report the mean and quantiles of the per-direction AUROC.
@@ -12,8 +13,6 @@ Where it differs (a bug of the original's): the reference drew 1000 directions y
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,16 +27,14 @@ class RandomDirectionsProbe(Probe):
 
     name = "random"
     linear = False
-    state_keys = ("sign", "shape")
+
+    sign_: Tensor  # [L, K] +-1: each direction's sign on the training data
+    shape_: Tensor  # int64 [2]: (layers, features) fitted on
 
     def __init__(self, n_directions: int = 1000, seed: int = 0) -> None:
-        super().__init__()
         if int(n_directions) < 1:
             raise QuirkyError(f"random: n_directions must be >= 1, got {n_directions}")
         self.n_directions, self.seed = int(n_directions), int(seed)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"n_directions": self.n_directions, "seed": self.seed}
 
     def directions(self, layer: int, features: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """The K directions [K, f] of one layer (regenerated from the seed, identical on every device)."""
@@ -47,8 +44,7 @@ class RandomDirectionsProbe(Probe):
 
     @property
     def expected_shape(self) -> tuple[int, int]:
-        shape = self.state["shape"]
-        return int(shape[0]), int(shape[1])
+        return int(self.shape_[0]), int(self.shape_[1])
 
     @property
     def direction(self) -> Tensor:
@@ -57,10 +53,6 @@ class RandomDirectionsProbe(Probe):
     @property
     def bias(self) -> Tensor:
         raise QuirkyError("random: the random baseline has no bias")
-
-    def _raw(self, x: Tensor, layer: int) -> Tensor:
-        z = self.directions(layer, x.shape[-1], x.device, x.dtype)
-        return z @ x[layer].mT  # [K, n]
 
     def _project(self, x: Tensor) -> Tensor:
         """Raw projections [L, K, n] of every layer, written into one buffer (no per-layer list, no stack copy)."""
@@ -75,10 +67,8 @@ class RandomDirectionsProbe(Probe):
         raw = self._project(x)
         auc = auroc_columns(raw.reshape(num_layers * k, -1), y.unsqueeze(0)).reshape(num_layers, k)
         del raw
-        self.state = {
-            "sign": torch.where(auc < 0.5, -1.0, 1.0).to(x.dtype),
-            "shape": torch.tensor([x.shape[0], x.shape[-1]], dtype=torch.int64),
-        }
+        self.sign_ = torch.where(auc < 0.5, -1.0, 1.0).to(x.dtype)
+        self.shape_ = torch.tensor([x.shape[0], x.shape[-1]], dtype=torch.int64)
 
-    def _score(self, x: Tensor, state: dict[str, Tensor]) -> Tensor:
-        return self._project(x).mul_(state["sign"][:, :, None])
+    def _score(self, x: Tensor) -> Tensor:
+        return self._project(x).mul_(self._like(self.sign_, x)[:, :, None])
