@@ -15,6 +15,7 @@ gradient A^T r at the accepted point) however many step sizes the line search tr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -41,6 +42,9 @@ class Objective(Protocol):
     def gradient(self, x: Tensor, z: Tensor, need: Tensor) -> Tensor: ...
 
 
+ARMIJO_C1 = 1e-4  # sufficient decrease: f(x + t d) <= f(x) + c1 t g.d (torch.optim.LBFGS's strong Wolfe uses the same)
+
+
 @dataclass
 class LbfgsResult:
     x: Tensor  # [B, p] solution
@@ -59,6 +63,222 @@ def _take(t: Tensor, j: Tensor) -> Tensor:
     return t[torch.arange(t.shape[0], device=t.device), j]
 
 
+class _ActiveSet:
+    """Active-set compaction: once at most half of the problems still run, the optimiser's own state shrinks to
+    them (`ids` maps its rows to problems).  The objective always sees the full batch, with `need` marking the
+    rows that matter and the stopped problems' final x elsewhere, so an objective never has to re-index its data.
+    """
+
+    def __init__(self, obj: Objective, x0: Tensor) -> None:
+        self.obj = obj
+        self.full_b, self.p = x0.shape
+        self.ids = torch.arange(self.full_b, device=x0.device)
+        self.x = x0.clone()
+        self.n_iter = torch.zeros(self.full_b, dtype=torch.long, device=x0.device)
+        self.converged = torch.zeros(self.full_b, dtype=torch.bool, device=x0.device)
+
+    @property
+    def compact(self) -> bool:
+        return len(self.ids) < self.full_b
+
+    def _widen(self, t: Tensor, fill: Tensor | None = None) -> Tensor:
+        """Compact rows -> the full batch (stopped problems get `fill`, or zeros)."""
+        if not self.compact:
+            return t
+        out = fill.clone() if fill is not None else t.new_zeros((self.full_b, *t.shape[1:]))
+        out[self.ids] = t
+        return out
+
+    def logits(self, x: Tensor, need: Tensor) -> Tensor:
+        z = self.obj.logits(self._widen(x, self.x), self._widen(need))
+        return z[self.ids] if self.compact else z
+
+    def loss(self, z: Tensor, x: Tensor, need: Tensor) -> Tensor:
+        if not self.compact:
+            return self.obj.loss(z, x, need)
+        fill = self.x[:, None, :].expand(self.full_b, x.shape[1], self.p)
+        return self.obj.loss(self._widen(z), self._widen(x, fill), self._widen(need))[self.ids]
+
+    def gradient(self, x: Tensor, z: Tensor, need: Tensor) -> Tensor:
+        g = self.obj.gradient(self._widen(x, self.x), self._widen(z), self._widen(need))
+        return g[self.ids] if self.compact else g
+
+    def store(self, x: Tensor, n_iter: Tensor, converged: Tensor) -> None:
+        """Write the rows' results into the full batch."""
+        self.x[self.ids], self.n_iter[self.ids], self.converged[self.ids] = x, n_iter, converged
+
+    def result(self) -> LbfgsResult:
+        return LbfgsResult(x=self.x, n_iter=self.n_iter, converged=self.converged)
+
+
+@dataclass
+class _Iterate:
+    """The optimiser's per-problem state; row b is problem `ids[b]` of the `_ActiveSet`."""
+
+    x: Tensor  # [B, p]
+    z: Tensor  # [B, k] logits of x (cached: z + t A d prices any step without a pass over the data)
+    f: Tensor  # [B]
+    g: Tensor  # [B, p]
+    active: Tensor  # [B] bool: still iterating
+    converged: Tensor  # [B] bool: stopped on a tolerance (or stalled)
+    n_iter: Tensor  # [B]
+    f_window: Tensor  # [window, B] f of the last `window` iterations (plateau test)
+
+    def rows(self, keep: Tensor) -> _Iterate:
+        return _Iterate(
+            *(t[keep] for t in (self.x, self.z, self.f, self.g, self.active, self.converged, self.n_iter)),
+            self.f_window[:, keep],
+        )
+
+
+@dataclass
+class _Memory:
+    """L-BFGS curvature pairs (s, y) of every problem in a ring buffer of `history` slots (Nocedal & Wright,
+    Numerical Optimization, Alg. 7.4), plus the initial Hessian scale gamma = s.y / y.y of the newest pair."""
+
+    s: Tensor  # [history, B, p]
+    y: Tensor  # [history, B, p]
+    rho: Tensor  # [history, B] 1 / s.y; 0 for a skipped or forgotten pair
+    gamma: Tensor  # [B]
+    slot: int = 0  # next slot to write
+    filled: int = 0  # slots written so far: the two-loop recursion skips the empty ones
+
+    @classmethod
+    def empty(cls, history: int, like: Tensor) -> _Memory:
+        s = like.new_zeros((history, *like.shape))
+        return cls(
+            s, torch.zeros_like(s), like.new_zeros(history, like.shape[0]), like.new_ones(like.shape[0])
+        )
+
+    def rows(self, keep: Tensor) -> None:
+        self.s, self.y, self.rho, self.gamma = (
+            self.s[:, keep],
+            self.y[:, keep],
+            self.rho[:, keep],
+            self.gamma[keep],
+        )
+
+    def direction(self, g: Tensor) -> Tensor:
+        """-H g by the two-loop recursion over the filled slots, newest first; in place, because at 100 slots its
+        memory traffic rivals the passes over the data."""
+        history = self.s.shape[0]
+        q = -g
+        alphas = []
+        for k in range(self.filled):
+            j = (self.slot - 1 - k) % history
+            a = self.rho[j] * _dot(self.s[j], q)
+            q.addcmul_(a[:, None], self.y[j], value=-1.0)
+            alphas.append((j, a))
+        r = q.mul_(self.gamma[:, None])
+        for j, a in reversed(alphas):
+            beta = self.rho[j] * _dot(self.y[j], r)
+            r.addcmul_((a - beta)[:, None], self.s[j])
+        return r
+
+    def forget(self, rows: Tensor) -> None:
+        """Drop the history of `rows` (a bool mask): their next direction is steepest descent."""
+        self.rho[:, rows] = 0.0
+        self.gamma = torch.where(rows, torch.ones_like(self.gamma), self.gamma)
+
+    def push(self, s: Tensor, y: Tensor, moved: Tensor) -> None:
+        """Store the step s and gradient change y of the rows that moved, where the pair has enough curvature
+        (s.y > 1e-10 |s| |y|, which keeps H positive definite); the others get an empty slot."""
+        sy = _dot(s, y)
+        good = moved & (sy > 1e-10 * torch.sqrt(_dot(s, s) * _dot(y, y)).clamp_min(1e-30))
+        self.s[self.slot] = torch.where(good[:, None], s, torch.zeros_like(s))
+        self.y[self.slot] = torch.where(good[:, None], y, torch.zeros_like(y))
+        self.rho[self.slot] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
+        self.gamma = torch.where(good, sy / _dot(y, y).clamp_min(1e-30), self.gamma)
+        self.slot = (self.slot + 1) % self.s.shape[0]
+        self.filled = min(self.filled + 1, self.s.shape[0])
+
+
+def _descent_direction(memory: _Memory, g: Tensor) -> tuple[Tensor, Tensor]:
+    """(d, g.d): the quasi-Newton direction, or steepest descent (forgetting the history) where that is not a
+    descent direction (rounding in a long history)."""
+    d = memory.direction(g)
+    gd = _dot(g, d)
+    bad = ~(gd < 0) | ~torch.isfinite(gd)
+    if bool(bad.any()):
+        d = torch.where(bad[:, None], -g, d)
+        gd = torch.where(bad, -_dot(g, g), gd)
+        memory.forget(bad)
+    return d, gd
+
+
+def _line_search(
+    loss: Callable[[Tensor, Tensor, Tensor], Tensor],
+    it: _Iterate,
+    d: Tensor,
+    zd: Tensor,
+    gd: Tensor,
+    t0: Tensor,
+    rel_steps: Tensor,
+    max_ls: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(t, f(x + t d), stalled) per problem, every trial priced from the cached logits z + t zd.
+
+    First the steps t0 * rel_steps all at once, keeping the lowest f among those that satisfy Armijo (a step
+    longer than 1 among them is how the search extrapolates when the quasi-Newton step is too short); problems
+    where none does backtrack by quadratic interpolation.  `stalled`: no decrease found along d."""
+
+    def trial(ts: Tensor, need: Tensor) -> Tensor:  # f at x + t d for ts [B, m]
+        return loss(
+            it.z[:, None] + ts[..., None] * zd[:, None], it.x[:, None] + ts[..., None] * d[:, None], need
+        )
+
+    f = it.f
+    ts = t0[:, None] * rel_steps[None, :]  # [B, m]
+    f_try = trial(ts, it.active)
+    ok = torch.isfinite(f_try) & (f_try <= f[:, None] + ARMIJO_C1 * ts * gd[:, None])
+    best = torch.where(ok, f_try, torch.full_like(f_try, math.inf)).argmin(dim=1)
+    accepted = it.active & ok.any(dim=1)
+    t_acc = _take(ts, best)
+    f_new = torch.where(accepted, _take(f_try, best), f)
+    pending = it.active & ~accepted
+    t, f_last = ts[:, -1], f_try[:, -1]
+    for _ in range(max_ls):
+        if not bool(pending.any()):
+            break
+        # minimiser of the quadratic through f, the slope gd and the last rejected trial, in [0.1 t, 0.5 t]
+        curv = f_last - f - gd * t
+        t_quad = -gd * t * t / (2 * curv.clamp_min(1e-30))
+        t_quad = torch.where(torch.isfinite(f_last) & (curv > 0), t_quad, 0.1 * t)
+        t = torch.where(pending, torch.minimum(torch.maximum(t_quad, 0.1 * t), 0.5 * t), t)
+        f_last = trial(t[:, None], pending)[:, 0]
+        ok1 = pending & torch.isfinite(f_last) & (f_last <= f + ARMIJO_C1 * t * gd)
+        t_acc = torch.where(ok1, t, t_acc)
+        f_new = torch.where(ok1, f_last, f_new)
+        pending = pending & ~ok1
+    return t_acc, f_new, pending
+
+
+def _tolerance_met(
+    it: _Iterate,
+    f_prev: Tensor,
+    moved: Tensor,
+    step: int,
+    *,
+    gtol: float,
+    ftol: float,
+    wtol: float,
+    window: int,
+) -> Tensor:
+    """Which problems meet a stopping test after iteration `step` (it.f is the new f); updates the plateau window.
+
+    Small gradient; or an accepted step that changed f by <= ftol * max(1, |f|) (torch.optim.LBFGS's
+    `tolerance_change`, which the reference ran with); or, when wtol > 0, f fell by <= wtol * max(1, |f|) over the
+    last `window` iterations (a plateau, which a non-convex CCS restart can crawl along for hundreds of steps)."""
+    done_g = it.g.abs().amax(dim=-1) <= gtol
+    done_f = moved & ((f_prev - it.f).abs() <= ftol * torch.maximum(f_prev.abs(), torch.ones_like(f_prev)))
+    if wtol > 0:
+        scale = torch.maximum(it.f.abs(), torch.ones_like(it.f))
+        oldest = it.f_window[step % it.f_window.shape[0]]
+        done_f = done_f | ((step + 1 >= window) & (oldest - it.f <= wtol * scale))
+        it.f_window[step % it.f_window.shape[0]] = it.f
+    return done_g | done_f
+
+
 def lbfgs(
     obj: Objective,
     x0: Tensor,
@@ -74,185 +294,65 @@ def lbfgs(
     max_ls: int = 30,
     refresh: int = 100,
 ) -> LbfgsResult:
-    """Minimise B independent linear-model objectives with L-BFGS (two-loop recursion, Armijo backtracking).
+    """Minimise B independent linear-model objectives with L-BFGS (two-loop recursion, Armijo line search).
 
-    Each iteration computes the logits of the search direction (one pass), then evaluates the step sizes
-    `steps` (relative to the initial step) from cached logits and takes the lowest that satisfies Armijo;
-    problems where none does backtrack by quadratic interpolation, also from cached logits.  The gradient is
-    then computed once, at the accepted points (the second pass).  The cached logits are recomputed from x every
-    `refresh` iterations, so float rounding in z + t A d cannot accumulate.
-
-    A problem stops when max|grad| <= gtol, or when an accepted step changes f by <= ftol * max(1, |f|), or when
-    f fell by less than wtol * max(1, |f|) over the last `window` iterations (a plateau; off when wtol = 0), or
-    when no step along the search direction decreases f (numerical stagnation).  Stopped problems keep their x
-    while the others go on.
+    Each iteration computes the logits of the search direction (one pass), prices the step sizes `steps`
+    (relative to the initial step) from cached logits (`_line_search`), then computes the gradient once, at the
+    accepted points (the second pass).  The cached logits are recomputed from x every `refresh` iterations, so
+    float rounding in z + t A d cannot accumulate.  A problem stops on `_tolerance_met` or when no step along
+    its search direction decreases f (numerical stagnation); stopped problems keep their x while the others go on.
 
     `history` (curvature pairs kept) defaults to torch.optim.LBFGS's 100; it is reduced so the pairs fit in
     `history_bytes` (but not below 10): on CCS, 100 pairs halve the iterations that 10 need.
     """
+    batch = _ActiveSet(obj, x0)
     x = x0.clone()
     full_b, p = x.shape
-    dev, dt = x.device, x.dtype
     fits = history_bytes // max(1, 2 * full_b * p * x.element_size())
-    history = int(max(1, min(100 if history is None else history, max(10, fits))))
-    # Active-set compaction: once at most half of the problems still run, the optimiser's own state shrinks to
-    # them (`ids` maps compact rows to problems); the objective always sees the full batch, with `need` marking
-    # the rows that matter and the stopped problems' final x elsewhere.
-    ids = torch.arange(full_b, device=dev)
-    x_full = x.clone()
-    n_iter_full = torch.zeros(full_b, dtype=torch.long, device=dev)
-    converged_full = torch.zeros(full_b, dtype=torch.bool, device=dev)
-
-    def widen(t: Tensor, fill: Tensor | None = None) -> Tensor:
-        """Compact rows -> the full batch (stopped problems get `fill`, or zeros)."""
-        if len(ids) == full_b:
-            return t
-        out = fill.clone() if fill is not None else t.new_zeros((full_b, *t.shape[1:]))
-        out[ids] = t
-        return out
-
-    def logits(xc: Tensor, needc: Tensor) -> Tensor:
-        z = obj.logits(widen(xc, x_full), widen(needc))
-        return z if len(ids) == full_b else z[ids]
-
-    def loss(zc: Tensor, xc: Tensor, needc: Tensor) -> Tensor:
-        if len(ids) == full_b:
-            return obj.loss(zc, xc, needc)
-        m = xc.shape[1]
-        return obj.loss(widen(zc), widen(xc, x_full[:, None, :].expand(full_b, m, p)), widen(needc))[ids]
-
-    def gradient(xc: Tensor, zc: Tensor, needc: Tensor) -> Tensor:
-        g_all = obj.gradient(widen(xc, x_full), widen(zc), widen(needc))
-        return g_all if len(ids) == full_b else g_all[ids]
-
-    bsz = full_b
-    everyone = torch.ones(bsz, dtype=torch.bool, device=dev)
-    z = logits(x, everyone)
-    f = loss(z[:, None], x[:, None], everyone)[:, 0]
-    g = gradient(x, z, everyone)
-    rel_steps = torch.tensor(steps, device=dev, dtype=dt)
-    s_hist = torch.zeros(history, bsz, p, device=dev, dtype=dt)
-    y_hist = torch.zeros_like(s_hist)
-    rho = torch.zeros(history, bsz, device=dev, dtype=dt)
-    gamma = torch.ones(bsz, device=dev, dtype=dt)
+    memory = _Memory.empty(int(max(1, min(100 if history is None else history, max(10, fits)))), x)
+    everyone = torch.ones(full_b, dtype=torch.bool, device=x.device)
+    z = batch.logits(x, everyone)
+    f = batch.loss(z[:, None], x[:, None], everyone)[:, 0]
+    g = batch.gradient(x, z, everyone)
     active = g.abs().amax(dim=-1) > gtol
-    converged = ~active
-    n_iter = torch.zeros(bsz, dtype=torch.long, device=dev)
-    f_window = f.clone().unsqueeze(0).repeat(max(1, window), 1)  # f of the last `window` iterations
-    slot = 0
-    filled = 0  # history slots written so far: the two-loop recursion skips the empty ones
-    for it in range(max_iter):
-        n_active = int(active.sum())
+    n_iter = torch.zeros(full_b, dtype=torch.long, device=x.device)
+    it = _Iterate(x, z, f, g, active, ~active, n_iter, f.clone().unsqueeze(0).repeat(max(1, window), 1))
+    rel_steps = torch.tensor(steps, device=x.device, dtype=x.dtype)
+    for step in range(max_iter):
+        n_active = int(it.active.sum())
         if n_active == 0:
             break
-        if 2 * n_active <= len(ids) and len(ids) >= 8:
-            x_full[ids], n_iter_full[ids] = x, n_iter
-            converged_full[ids] = converged
-            keep = torch.nonzero(active).flatten()
-            ids = ids[keep]
-            x, f, g, z = x[keep], f[keep], g[keep], z[keep]
-            s_hist, y_hist, rho = s_hist[:, keep], y_hist[:, keep], rho[:, keep]
-            gamma, f_window = gamma[keep], f_window[:, keep]
-            active, converged = active[keep], converged[keep]
-            n_iter = n_iter[keep]
-            bsz = len(ids)
-        if refresh > 0 and it > 0 and it % refresh == 0:
-            z = logits(x, active)
-        # two-loop recursion over the filled slots, newest first; in place, because at 100 slots its memory
-        # traffic rivals the passes over the data
-        q = -g
-        alphas = []
-        for k in range(filled):
-            j = (slot - 1 - k) % history
-            a = rho[j] * _dot(s_hist[j], q)
-            q.addcmul_(a[:, None], y_hist[j], value=-1.0)
-            alphas.append((j, a))
-        r = q.mul_(gamma[:, None])
-        for j, a in reversed(alphas):
-            beta = rho[j] * _dot(y_hist[j], r)
-            r.addcmul_((a - beta)[:, None], s_hist[j])
-        d = r
-        gd = _dot(g, d)
-        bad = ~(gd < 0) | ~torch.isfinite(gd)
-        if bool(bad.any()):  # not a descent direction: fall back to steepest descent and forget the history
-            d = torch.where(bad[:, None], -g, d)
-            gd = torch.where(bad, -_dot(g, g), gd)
-            rho[:, bad] = 0.0
-            gamma = torch.where(bad, torch.ones_like(gamma), gamma)
-        if it == 0:
-            t0 = torch.clamp(1.0 / g.abs().sum(dim=-1).clamp_min(1e-30), max=1.0)
-        else:
-            t0 = torch.ones(bsz, device=dev, dtype=dt)
-        zd = logits(d, active)  # the one pass over the data that the line search needs
-
-        def trial(
-            ts: Tensor, need: Tensor, x: Tensor = x, z: Tensor = z, d: Tensor = d, zd: Tensor = zd
-        ) -> Tensor:
-            """f at x + t d for ts [B, m], from the cached logits."""
-            return loss(
-                z[:, None] + ts[..., None] * zd[:, None], x[:, None] + ts[..., None] * d[:, None], need
-            )
-
-        ts = t0[:, None] * rel_steps[None, :]  # [B, m]
-        f_try = trial(ts, active)
-        ok = torch.isfinite(f_try) & (f_try <= f[:, None] + 1e-4 * ts * gd[:, None])
-        # among the candidates that satisfy Armijo, the one with the lowest objective (a step longer than 1
-        # among `steps` is how the search extrapolates when the quasi-Newton step is too short)
-        first_ok = torch.where(ok, f_try, torch.full_like(f_try, math.inf)).argmin(dim=1)
-        accepted = active & ok.any(dim=1)
-        t_acc = _take(ts, first_ok)
-        f_new = torch.where(accepted, _take(f_try, first_ok), f)
-        pending = active & ~accepted
-        t = ts[:, -1]
-        f_last = f_try[:, -1]
-        for _ in range(max_ls):
-            if not bool(pending.any()):
-                break
-            # minimiser of the quadratic through f, the slope gd and the last rejected trial, in [0.1 t, 0.5 t]
-            curv = f_last - f - gd * t
-            t_quad = -gd * t * t / (2 * curv.clamp_min(1e-30))
-            t_quad = torch.where(torch.isfinite(f_last) & (curv > 0), t_quad, 0.1 * t)
-            t = torch.where(pending, torch.minimum(torch.maximum(t_quad, 0.1 * t), 0.5 * t), t)
-            f_one = trial(t[:, None], pending)
-            f_last = f_one[:, 0]
-            ok1 = pending & torch.isfinite(f_last) & (f_last <= f + 1e-4 * t * gd)
-            t_acc = torch.where(ok1, t, t_acc)
-            f_new = torch.where(ok1, f_last, f_new)
-            pending = pending & ~ok1
-        stalled = pending  # line search failed: no decrease found along d
-        moved = active & ~stalled
-        x_new = torch.where(moved[:, None], x + t_acc[:, None] * d, x)
-        z = torch.where(moved[:, None], z + t_acc[:, None] * zd, z)
-        g_new = torch.where(moved[:, None], gradient(x_new, z, moved), g)
-        s = x_new - x
-        y = g_new - g
-        sy = _dot(s, y)
-        good = moved & (sy > 1e-10 * torch.sqrt(_dot(s, s) * _dot(y, y)).clamp_min(1e-30))
-        s_hist[slot] = torch.where(good[:, None], s, torch.zeros_like(s))
-        y_hist[slot] = torch.where(good[:, None], y, torch.zeros_like(y))
-        rho[slot] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
-        gamma = torch.where(good, sy / _dot(y, y).clamp_min(1e-30), gamma)
-        slot = (slot + 1) % history
-        filled = min(filled + 1, history)
-        df = (f - f_new).abs()
-        f_prev = f
-        x = x_new
-        f = torch.where(moved, f_new, f)
-        g = g_new
-        n_iter = n_iter + active.long()
-        scale = torch.maximum(f.abs(), torch.ones_like(f))
-        done_g = g.abs().amax(dim=-1) <= gtol
-        done_f = moved & (df <= ftol * torch.maximum(f_prev.abs(), torch.ones_like(f_prev)))
-        if wtol > 0:
-            oldest = f_window[it % f_window.shape[0]]
-            done_f = done_f | ((it + 1 >= window) & (oldest - f <= wtol * scale))
-            f_window[it % f_window.shape[0]] = f
-        newly = active & (done_g | done_f | stalled)
-        converged = converged | newly
-        active = active & ~newly
-    x_full[ids], n_iter_full[ids] = x, n_iter
-    converged_full[ids] = converged
-    return LbfgsResult(x=x_full, n_iter=n_iter_full, converged=converged_full)
+        if 2 * n_active <= len(batch.ids) and len(batch.ids) >= 8:
+            batch.store(it.x, it.n_iter, it.converged)
+            keep = torch.nonzero(it.active).flatten()
+            batch.ids = batch.ids[keep]
+            it = it.rows(keep)
+            memory.rows(keep)
+        if refresh > 0 and step > 0 and step % refresh == 0:
+            it.z = batch.logits(it.x, it.active)
+        d, gd = _descent_direction(memory, it.g)
+        # first iteration: no curvature known yet, so a step of length ~1 in the l1 norm (as torch.optim.LBFGS)
+        t0 = (
+            torch.clamp(1.0 / it.g.abs().sum(dim=-1).clamp_min(1e-30), max=1.0)
+            if step == 0
+            else torch.ones_like(gd)
+        )
+        zd = batch.logits(d, it.active)  # the one pass over the data that the line search needs
+        t, f_new, stalled = _line_search(batch.loss, it, d, zd, gd, t0, rel_steps, max_ls)
+        moved = it.active & ~stalled
+        x_new = torch.where(moved[:, None], it.x + t[:, None] * d, it.x)
+        it.z = torch.where(moved[:, None], it.z + t[:, None] * zd, it.z)
+        g_new = torch.where(moved[:, None], batch.gradient(x_new, it.z, moved), it.g)
+        memory.push(x_new - it.x, g_new - it.g, moved)
+        f_prev = it.f
+        it.x, it.g, it.f = x_new, g_new, torch.where(moved, f_new, it.f)
+        it.n_iter = it.n_iter + it.active.long()
+        met = _tolerance_met(it, f_prev, moved, step, gtol=gtol, ftol=ftol, wtol=wtol, window=window)
+        newly = it.active & (met | stalled)
+        it.converged = it.converged | newly
+        it.active = it.active & ~newly
+    batch.store(it.x, it.n_iter, it.converged)
+    return batch.result()
 
 
 def active_columns(need: Tensor) -> Tensor | None:
