@@ -117,3 +117,35 @@ def test_setup_must_be_available_for_every_dataset() -> None:
     assert "single, mixture, standardized, all" in msg
     with pytest.raises(QuirkyError, match=r"setup 'singel' is not available for dataset 'addition'"):
         config_from_dict(_cfg(datasets={"names": ["addition"], "setup": "singel"}))
+
+
+def test_run_restricted_to_some_datasets_keeps_their_settings_only(tmp_path: Path) -> None:
+    """`quirky run CONFIG --datasets a,b`: the chosen datasets in the config's order, with their own sources,
+    options and finetuning settings; the others' settings are dropped so the restricted config passes the checks
+    that a stray per-dataset key fails; a name the config does not run is refused in one line."""
+    from quirky.cli import main
+
+    cfg = config_from_dict(
+        _cfg(
+            datasets={
+                "names": ["sentiment", "addition", "capitals"],
+                "options": {"addition": {"max_digits": 2}, "capitals": {}},
+            },
+            finetune={"enabled": True, "datasets": {"sentiment": {"steps": 3}, "addition": {"steps": 7}}},
+        )
+    )
+    only = cfg.only(["capitals", "addition"])
+    assert only.datasets.names == ["addition", "capitals"]
+    assert only.datasets.options == {"addition": {"max_digits": 2}, "capitals": {}}
+    assert only.finetune.datasets == {"addition": {"steps": 7}}
+    assert only.finetune.settings_for("addition")["steps"] == 7
+    assert cfg.datasets.names == ["sentiment", "addition", "capitals"]  # the original is untouched
+    with pytest.raises(QuirkyError, match="squaring is not among the config's datasets"):
+        cfg.only(["addition", "squaring"])
+
+    config = tmp_path / "run.toml"
+    config.write_text(f'out = "{tmp_path / "run"}"\n[datasets]\nnames = ["addition"]\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(config), "--datasets", "capitals"])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "run").exists()

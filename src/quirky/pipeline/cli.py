@@ -18,6 +18,11 @@ def run_cmd(
     executor: str | None = typer.Option(
         None, "--executor", help="override [executor] kind: local | submitit-local | slurm"
     ),
+    datasets: str | None = typer.Option(
+        None,
+        "--datasets",
+        help="run only these of the config's datasets, comma-separated (the others' results are kept)",
+    ),
     quiet: bool = typer.Option(
         False,
         "--quiet",
@@ -40,6 +45,8 @@ def run_cmd(
         d = cfg.to_dict()
         d["executor"]["kind"] = executor
         cfg = config_from_dict(d)
+    if datasets is not None:
+        cfg = cfg.only([n.strip() for n in datasets.split(",") if n.strip()])
     check_run_dir(cfg)
     record = run_pipeline(cfg, log=console.print)
     print_headlines(record)

@@ -105,6 +105,26 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def only(self, names: list[str]) -> RunConfig:
+        """The same run restricted to some of its datasets (`quirky run --datasets`): their per-dataset
+        sources, options and finetuning settings come along, the others' are dropped, so the result is a
+        config that passes the same checks.  A name the config does not run is refused (its settings would
+        come from nowhere)."""
+        unknown = [n for n in names if n not in self.datasets.names]
+        if not names or unknown:
+            raise QuirkyError(
+                f"--datasets: {', '.join(unknown) or 'no name given'} "
+                f"{'is' if len(unknown) == 1 else 'are'} not among the config's datasets "
+                f"({', '.join(self.datasets.names)})"
+            )
+        d = self.to_dict()
+        keep = [n for n in self.datasets.names if n in names]
+        d["datasets"]["names"] = keep
+        for key in ("options", "sources"):
+            d["datasets"][key] = {k: v for k, v in d["datasets"][key].items() if k in keep}
+        d["finetune"]["datasets"] = {k: v for k, v in d["finetune"]["datasets"].items() if k in keep}
+        return config_from_dict(d)
+
 
 _EXECUTORS = ("local", "submitit-local", "slurm")
 
