@@ -20,8 +20,9 @@ import quirky
 from quirky.anomaly.defaults import DEFAULT_DETECTORS
 from quirky.anomaly.detectors import DETECTOR_FEATURES
 from quirky.anomaly.experiment import evaluate_detector, exclusion_reason
-from quirky.anomaly.inputs import hidden_features, open_probe_run, probe_score_features, skip_reason
+from quirky.anomaly.inputs import hidden_features, probe_score_features, skip_reason
 from quirky.errors import QuirkyError
+from quirky.experiments.probe_run import ProbeRun
 from quirky.fileio import fingerprint, read_json, write_json
 from quirky.outdir import check_output, replace_output
 
@@ -60,7 +61,7 @@ def run_anomaly(
     out = Path(out)
     inputs = [*probes, activations]
     check_output(out, "anomaly", inputs=inputs)  # refuse before any work, never after
-    runs = [open_probe_run(p) for p in probes]
+    runs = [ProbeRun.open(p) for p in probes]
     config = {
         "kind": "quirky-anomaly",
         "probes": [
@@ -69,7 +70,7 @@ def run_anomaly(
                 "dataset": r.dataset,
                 "train_store": r.info.get("train_store"),
                 "test_store": r.info.get("test_store"),
-                "finished": bool(r.summary),
+                "finished": r.finished,
             }
             for r in runs
         ],

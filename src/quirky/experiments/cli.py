@@ -11,8 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quirky.errors import QuirkyError
-from quirky.experiments.grid import SUBSETS
-from quirky.fileio import read_json
+from quirky.experiments.grid import SUBSETS, split_tag
 from quirky.probes import METHODS
 
 app = typer.Typer(
@@ -58,7 +57,7 @@ def print_summary(summary: dict[str, Any], out: Console | None = None) -> None:
         per_train = eil[method]
         tags = sorted(
             per_train,
-            key=lambda tag: (SUBSETS.index(tag.split("@")[0]) if tag.split("@")[0] in SUBSETS else 99, tag),
+            key=lambda tag: (SUBSETS.index(split_tag(tag)[0]) if split_tag(tag)[0] in SUBSETS else 99, tag),
         )
         for tag in tags:
             info = per_train[tag]
@@ -195,14 +194,17 @@ def probe(
 @app.command("show")
 def show(directory: Path = typer.Argument(..., help="output directory of `quirky probe`")) -> None:
     """Print the summary of a finished `quirky probe` run as a compact table."""
-    f = directory / "summary.json"
-    if not f.is_file():
+    from quirky.experiments.probe_run import SUMMARY_JSON, ProbeRun
+
+    run = ProbeRun(directory)
+    if not (directory / SUMMARY_JSON).is_file():
         raise QuirkyError(
-            f"{directory} holds no summary.json; run `quirky probe --activations ... --out {directory}`"
+            f"{directory} holds no {SUMMARY_JSON}; run `quirky probe --activations ... --out {directory}`"
         )
-    summary = read_json(f)
+    summary = run.summary
     if not isinstance(summary, dict) or not isinstance(summary.get("eil", {}), dict):
         raise QuirkyError(
-            f"{f} is not a probe summary; rerun `quirky probe` with the same settings to rewrite it"
+            f"{directory / SUMMARY_JSON} is not a probe summary; rerun `quirky probe` with the same settings to "
+            "rewrite it"
         )
     print_summary(summary)

@@ -16,6 +16,17 @@ SUBSETS: tuple[str, ...] = ("all", "A", "B", "AE", "AH", "BE", "BH")
 LABEL_COLUMNS: tuple[str, ...] = ("label", "alice_label", "bob_label")
 
 
+def train_tag(train: str, train_label: str = "label") -> str:
+    """An experiment's training tag: the subset, with `@LABEL` when the labels are not the persona's own."""
+    return train if train_label == "label" else f"{train}@{train_label}"
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """(subset, label column) of a training tag: `all@alice_label` -> (`all`, `alice_label`), `A` -> (`A`, `label`)."""
+    train, _, label = tag.partition("@")
+    return train, label or "label"
+
+
 @dataclass(frozen=True)
 class Experiment:
     """Train on `train` (labels from `train_label`), evaluate on each of `tests`."""
@@ -27,7 +38,7 @@ class Experiment:
     @property
     def tag(self) -> str:
         """Directory-safe name of the training set: `A`, or `all@alice_label` for a non-default label column."""
-        return self.train if self.train_label == "label" else f"{self.train}@{self.train_label}"
+        return train_tag(self.train, self.train_label)
 
     def with_source(self) -> Experiment:
         """The same experiment with the training subset also among the tests (EIL needs s -> s)."""
@@ -51,8 +62,7 @@ def parse_experiment(text: str) -> Experiment:
     if compact.count("->") != 1:
         raise QuirkyError(f"experiment {text!r} must look like 'TRAIN->TEST1,TEST2' (e.g. 'A->A,B,AH,BH')")
     left, right = compact.split("->")
-    train, _, label = left.partition("@")
-    label = label or "label"
+    train, label = split_tag(left)
     if label not in LABEL_COLUMNS:
         raise QuirkyError(
             f"experiment {text!r}: unknown label column {label!r}; use one of {', '.join(LABEL_COLUMNS)}"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quirky.experiments.grid import Experiment
+from quirky.experiments.grid import Experiment, split_tag, train_tag
 from quirky.experiments.layer_selection import earliest_informative_layer
 from quirky.experiments.pgr import PgrSpec, pgr
 
@@ -31,10 +31,6 @@ PGR_COLUMNS = (
     "ceiling",
     "pgr",
 )
-
-
-def train_tag(train: str, train_label: str) -> str:
-    return train if train_label == "label" else f"{train}@{train_label}"
 
 
 def _num(x: Any) -> float | None:
@@ -96,11 +92,6 @@ def _lookup(
     return float(r["auroc"].iloc[0]) if len(r) else math.nan
 
 
-def _split_tag(tag: str) -> tuple[str, str]:
-    train, _, label = tag.partition("@")
-    return train, label or "label"
-
-
 def pgr_table(
     results: pd.DataFrame, eil: pd.DataFrame, specs: tuple[PgrSpec, ...], num_layers: int
 ) -> pd.DataFrame:
@@ -108,8 +99,8 @@ def pgr_table(
     rows = []
     last = num_layers - 1
     for spec in specs:
-        f_train, f_label = _split_tag(spec.floor[0])
-        c_train, c_label = _split_tag(spec.ceiling[0])
+        f_train, f_label = split_tag(spec.floor[0])
+        c_train, c_label = split_tag(spec.ceiling[0])
         floor = _lookup(
             results, spec.reference_method, f_train, f_label, spec.floor[1], spec.label_col, spec.filter, last
         )

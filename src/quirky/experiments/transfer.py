@@ -36,6 +36,7 @@ from quirky.experiments.evaluate import (
 )
 from quirky.experiments.grid import Experiment, default_grid, parse_experiments
 from quirky.experiments.pgr import DEFAULT_PGR_SPECS, PgrSpec
+from quirky.experiments.probe_run import RUN_JSON, SUMMARY_JSON, probe_path, scores_path
 from quirky.experiments.summary import build_summary, eil_table, pgr_table
 from quirky.extraction.store import ActivationStore, open_store, parse_storage_dtype
 from quirky.fileio import (
@@ -350,7 +351,7 @@ def run_transfer(
         "device": str(device),
     }
     _invalidate_if_changed(out, run_info)
-    write_json(out / "run.json", run_info)
+    write_json(out / RUN_JSON, run_info)
     splits = _Splits(train_store, test_store, device)
     resamples = Resamples(settings, device)
     parts = _Parts(out)
@@ -424,7 +425,7 @@ def run_transfer(
             probe = make_probe(method, **options).fit(x_train, torch.as_tensor(y, device=device))
             del x_train
             probe.save(
-                out / "probes" / exp.tag / f"{method}.safetensors",
+                probe_path(out, exp.tag, method),
                 extra={
                     "experiment": str(exp),
                     "n_train": len(train_idx),
@@ -452,7 +453,7 @@ def run_transfer(
                     frames.append(_with_ids(df, test=t))
                     tensors[t] = s.float().cpu().contiguous()
                     tensors[f"{t}.index"] = torch.as_tensor(idx, dtype=torch.int64)
-            with atomic_path(out / "scores" / exp.tag / f"{method}.safetensors") as tmp:
+            with atomic_path(scores_path(out, exp.tag, method)) as tmp:
                 save_file(tensors, str(tmp), metadata={"experiment": str(exp), "method": method})
             rows = _finish(pd.concat(frames, ignore_index=True), ids, settings.fpr)
             quantiles = None
@@ -497,7 +498,7 @@ def run_transfer(
             "n_boot": settings.n_boot,
         }
     )
-    write_json(out / "summary.json", summary)
+    write_json(out / SUMMARY_JSON, summary)
     release_output(out)
     return summary
 
@@ -508,7 +509,7 @@ def _invalidate_if_changed(out: Path, run_info: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MARKER).exists():
         write_marker(out, "probe")
-    previous = out / "run.json"
+    previous = out / RUN_JSON
     try:
         same = previous.is_file() and read_json(previous) == json.loads(json.dumps(run_info, default=str))
     except ValueError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,37 +117,19 @@ def load_probe_direction(
 ) -> ProbeDirection:
     """The reflection of `method` trained on `train_subset` (an experiment tag such as `A` or `AE`), from a probe
     output directory: the saved probe `probes/<tag>/<method>.safetensors` and the training store it names."""
-    from quirky.anomaly.inputs import open_probe_run
-    from quirky.extraction.store import open_store
-    from quirky.probes import load_probe
+    from quirky.experiments.grid import split_tag
+    from quirky.experiments.probe_run import ProbeRun
 
-    run = open_probe_run(probes)
-    train_store = open_store(
-        run.activations_dir(activations) / str(run.info.get("train_split", "validation"))
-    )
-    expected = run.info.get("train_store")
-    if expected and train_store.fingerprint != expected:
-        raise QuirkyError(
-            f"the training store at {train_store.path} is not the one the probes were fitted on "
-            f"(fingerprint {train_store.fingerprint} != {expected}); pass the right --activations"
-        )
-    subset = train_subset.split("@")[0]
-    index = np.flatnonzero(train_store.mask(subset, easy=run.easy, hard=run.hard))
-    cap = run.info.get("max_train")
-    index = index if cap is None else index[: int(cap)]
-    source = {"probes": {"model": run.model, "dataset": run.dataset, "train_store": expected}}
+    run = ProbeRun.open(probes)
+    train_store = run.train_store(activations)
+    index = run.rows(train_store, split_tag(train_subset)[0], role="train")
+    source = {
+        "probes": {"model": run.model, "dataset": run.dataset, "train_store": run.info.get("train_store")}
+    }
     if method == RANDOM:
         return random_direction(train_store, train_subset, index, seed, source)
-    path = Path(probes) / "probes" / train_subset / f"{method}.safetensors"
-    if not path.is_file():
-        available = sorted(
-            p.relative_to(Path(probes) / "probes").as_posix()
-            for p in (Path(probes) / "probes").glob("*/*.safetensors")
-        )
-        raise QuirkyError(
-            f"no {method} probe trained on {train_subset} in {probes} (expected {path}); available: "
-            f"{', '.join(available) or 'none'}"
-        )
+    path = run.probe_path(train_subset, method)
+    probe = run.load_probe(train_subset, method)
     return direction_from_probe(
-        load_probe(path), train_store, train_subset, index, {**source, "probe_file": file_digest(path)}
+        probe, train_store, train_subset, index, {**source, "probe_file": file_digest(path)}
     )

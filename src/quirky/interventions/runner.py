@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import quirky
 from quirky.errors import QuirkyError
+from quirky.experiments.grid import split_tag
 from quirky.fileio import atomic_path, fingerprint, read_json, write_json
 from quirky.interventions.experiment import (
     encode_prompts,
@@ -101,7 +102,7 @@ def run_intervention(
     )
     total = probe.num_layers
     chosen = resolve_layers(layers, total)
-    base = train_subset.split("@")[0]
+    base = split_tag(train_subset)[0]
     test_subset = test_subset or ("all" if base == "all" else base[0])
     setup = setup or probe.setup or "single"
     df = select_examples(load_templated(dataset, split, setup=setup, seed=seed), test_subset, max_examples)

@@ -17,6 +17,7 @@ import pandas as pd
 
 import quirky
 from quirky.errors import QuirkyError
+from quirky.experiments.probe_run import EIL_CSV, PGR_CSV, ProbeRun
 from quirky.fileio import read_json
 from quirky.report import figures
 from quirky.report.document import Code, Figure, Paragraph, Section, Table
@@ -231,17 +232,9 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def _lm_result_rows(run: RunLayout) -> pd.DataFrame:
     """The probe stage's rows for the LM's own log-odds (method `lm`: AUROC and accuracy with bootstrap CIs per
-    test subset), from results.parquet or, in a results archive, its trimmed results table."""
-    from quirky.results.archive import RESULT_ROWS
-
-    frames = []
-    for (model, dataset), path in sorted(run.probes.items()):
-        for f in (path / "results.parquet", path / RESULT_ROWS):
-            if f.is_file():
-                df = pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f)
-                frames.append(df[df["method"] == "lm"].assign(model=model, dataset=dataset))
-                break
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    test subset), from results.parquet (in a results archive, its trimmed copy)."""
+    results = probe_results(run)
+    return results[results["method"] == "lm"] if not results.empty else results
 
 
 def _with_ci(value: float, lo: float, hi: float) -> str:
@@ -415,9 +408,9 @@ def probe_results(run: RunLayout) -> pd.DataFrame:
         return run.cache["probe_results"]
     frames = []
     for (model, dataset), path in sorted(run.probes.items()):
-        f = path / "results.parquet"
-        if f.is_file():
-            frames.append(pd.read_parquet(f).assign(model=model, dataset=dataset))
+        results = ProbeRun(path).results()
+        if results is not None:
+            frames.append(results.assign(model=model, dataset=dataset))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     run.cache["probe_results"] = out
     return out
@@ -433,8 +426,9 @@ def probe_tables(run: RunLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     eils, pgrs = [], []
     for (model, dataset), path in sorted(run.probes.items()):
-        if (path / "results.parquet").is_file():
-            results = pd.read_parquet(path / "results.parquet")
+        probe_run = ProbeRun(path)
+        results = probe_run.results()
+        if results is not None:
             layers = int(results.loc[results["layer"] >= 0, "layer"].max()) + 1
             eil = eil_table(results, layers)
             eils.append(eil.assign(model=model, dataset=dataset))
@@ -442,10 +436,10 @@ def probe_tables(run: RunLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
                 pgr_table(results, eil, DEFAULT_PGR_SPECS, layers).assign(model=model, dataset=dataset)
             )
         else:
-            if (path / "eil.csv").is_file():
-                eils.append(pd.read_csv(path / "eil.csv").assign(model=model, dataset=dataset))
-            if (path / "pgr.csv").is_file():
-                pgrs.append(pd.read_csv(path / "pgr.csv").assign(model=model, dataset=dataset))
+            for name, found in ((EIL_CSV, eils), (PGR_CSV, pgrs)):
+                table = probe_run.table(name)
+                if table is not None:
+                    found.append(table.assign(model=model, dataset=dataset))
     eils = [e for e in eils if len(e)]
     pgrs = [g for g in pgrs if len(g)]
     out = (

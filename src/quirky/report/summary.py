@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from quirky.experiments.probe_run import ProbeRun
 from quirky.fileio import read_json
 from quirky.report import figures
 from quirky.report import paper_numbers as paper
@@ -82,9 +83,10 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
     several_models = len({m for m, _ in run.probes}) > 1
     order = {d: i for i, d in enumerate(paper_order(d for _, d in run.probes))}
     for (model, dataset), path in sorted(run.probes.items(), key=lambda kv: (order[kv[0][1]], kv[0][0])):
-        if not (path / "summary.json").is_file():
+        probe_run = ProbeRun(path)
+        if not probe_run.finished:
             continue
-        job: dict[str, Any] = {"probe_summary": read_json(path / "summary.json")}
+        job: dict[str, Any] = {"probe_summary": probe_run.summary}
         anomaly_dir = run.anomaly.get((model, dataset))
         if anomaly_dir is not None:
             job["anomaly_summary"] = read_json(anomaly_dir / "anomaly.json").get("summary")
@@ -229,8 +231,9 @@ def _lm_on_bh(run: RunLayout) -> dict[str, float]:
     probe run's summary.json."""
     values: dict[str, list[float]] = {}
     for (_, dataset), path in run.probes.items():
-        if (path / "summary.json").is_file():
-            lm = read_json(path / "summary.json").get("lm", {})
+        probe_run = ProbeRun(path)
+        if probe_run.finished:
+            lm = probe_run.summary.get("lm", {})
             v = ((lm.get("BH") or {}).get("all") or {}).get("alice_label")
             if v is not None:
                 values.setdefault(dataset, []).append(float(v))

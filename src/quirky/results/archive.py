@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from quirky.errors import QuirkyError
+from quirky.experiments.probe_run import RESULTS, SMALL_FILES, ProbeRun
 from quirky.fileio import read_json, write_json
 from quirky.report.layout import ANOMALY, DATASETS, FINETUNE, PROBES, RUN_JSON, RunLayout, discover
 
@@ -25,9 +26,8 @@ MARKER = "results-archive.json"
 #: The probe stage's per-layer results (every method, layer and test subset, with CIs), archived for all examples
 #: against the truth (Alice's labels), plus the LM's own rows against every label column (`TRIM`): the other
 #: filters and label columns would multiply the archive's size by nine and no table reads them.
-RESULT_ROWS = "results.parquet"
+RESULT_ROWS = RESULTS
 TRIM = "filter == all and (label_col == alice_label or method == lm)"
-_PROBE_FILES = ("summary.json", "pgr.csv", "eil.csv", "run.json")
 _FINETUNE_FILES = ("metrics.json", "finetune.json", "training_config.json", "timing.json", "README.md")
 _TIME_FIELDS = {
     "User time (seconds)": "user_s",
@@ -69,10 +69,10 @@ def collect(
             keep(path / f, Path(FINETUNE, path.name, f))
     for (model, dataset), path in run.probes.items():
         rel = Path(PROBES, model, dataset)
-        for f in _PROBE_FILES:
+        for f in SMALL_FILES:
             keep(path / f, rel / f)
-        if (path / RESULT_ROWS).is_file():
-            rows = pd.read_parquet(path / RESULT_ROWS)
+        rows = ProbeRun(path).results()
+        if rows is not None:
             lm = rows["method"] == "lm"
             rows = rows[(rows["filter"] == "all") & ((rows["label_col"] == "alice_label") | lm)]
             (out / rel).mkdir(parents=True, exist_ok=True)
@@ -148,9 +148,9 @@ class Archive:
     def _read_probe_files(self, name: str) -> pd.DataFrame:
         frames = []
         for _, path in sorted(self.layout.probes.items()):
-            f = path / name
-            if f.is_file():
-                frames.append(pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f))
+            table = ProbeRun(path).table(name)
+            if table is not None:
+                frames.append(table)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def anomaly_results(self) -> pd.DataFrame:

@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 
 from quirky.errors import QuirkyError
+from quirky.experiments.grid import split_tag
 from quirky.experiments.pgr import average_pgr
+from quirky.experiments.probe_run import EIL_CSV, PGR_CSV
 from quirky.fileio import read_json
 from quirky.report import paper_numbers as paper
 from quirky.results.archive import RESULT_ROWS, Archive
@@ -55,14 +57,14 @@ def _row(rows: pd.DataFrame, **where: Any) -> pd.Series | None:
 def _ci_row(
     res: pd.DataFrame, model: str, dataset: str, method: str, tag: str, test: str, layer: int
 ) -> pd.Series | None:
-    train, _, label = tag.partition("@")
+    train, label = split_tag(tag)
     return _row(
         res,
         model=model,
         dataset=dataset,
         method=method,
         train=train,
-        train_label=label or "label",
+        train_label=label,
         test=test,
         layer=layer,
         label_col="alice_label",
@@ -79,12 +81,12 @@ def _pgr_rows(archive: Archive, table: str) -> tuple[Any, pd.DataFrame]:
     from quirky.experiments.pgr import DEFAULT_PGR_SPECS
 
     spec = next(s for s in DEFAULT_PGR_SPECS if s.name == table)
-    pgr = archive.probe_frame("pgr.csv")
+    pgr = archive.probe_frame(PGR_CSV)
     if pgr.empty:
         return spec, pgr
     pgr = pgr[pgr["table"] == table]
     names = [
-        m if t == spec.train else f"{m} ({t.split('@')[0]}→)"
+        m if t == spec.train else f"{m} ({split_tag(t)[0]}→)"
         for m, t in zip(pgr["method"], pgr["train"], strict=True)
     ]
     return spec, pgr.assign(col=names)
@@ -333,7 +335,7 @@ def base_knowledge_table(archive: Archive) -> str:
     are the only meaningful target.
     """
     res = archive.probe_frame(RESULT_ROWS)
-    eil = archive.probe_frame("eil.csv")
+    eil = archive.probe_frame(EIL_CSV)
     if res.empty:
         return "_no probe results in this archive_"
     rows = []
