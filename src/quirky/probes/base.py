@@ -104,9 +104,10 @@ class Probe(ABC):
     # ---- hyperparameters -------------------------------------------------------------------------------
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
-        """The keyword arguments of `__init__`, in order."""
+        """The named arguments of `__init__`, in order (`object.__init__`'s *args and **kwargs are not options)."""
         params = inspect.signature(cls.__init__).parameters.values()
-        return tuple(p.name for p in params if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD)
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return tuple(p.name for p in params if p.name != "self" and p.kind in named)
 
     def get_params(self) -> dict[str, Any]:
         """The hyperparameters as `__init__` stored them: `type(p)(**p.get_params())` rebuilds an unfitted copy."""

@@ -166,6 +166,46 @@ def auroc_columns(scores: Tensor, labels: Tensor) -> Tensor:
     return torch.where(undefined, torch.full_like(out, math.nan), out)
 
 
+def _doubled_rank_sums(
+    y_sorted: Tensor,
+    counts_t: Tensor,
+    perm: Tensor,
+    left: Tensor,
+    right: Tensor,
+    tied: Tensor,
+    self_pairs: Tensor,
+    chunk_elems: int,
+) -> Tensor:
+    """S = sum_i y_i c_i (cc[left_i] + cc[right_i] + 1) of `bootstrap_auroc_columns`, float64 [R, K, B], in
+    chunks of rows x resamples of about `chunk_elems` elements (the gathered multiplicities are the peak memory).
+    Rows without ties take the shortcut 2 sum_i y_i c_i cc_i - self_pairs."""
+    rows, _, n = y_sorted.shape
+    n_boot = counts_t.shape[1]
+    dev = y_sorted.device
+    s2 = torch.empty(rows, y_sorted.shape[1], n_boot, dtype=torch.float64, device=dev)
+    b_step = max(1, min(n_boot, chunk_elems // n))
+    r_step = max(1, chunk_elems // (n * b_step))
+    for b0 in range(0, n_boot, b_step):
+        b1 = min(n_boot, b0 + b_step)
+        ct = counts_t if b1 - b0 == n_boot else counts_t[:, b0:b1].contiguous()
+        for r0 in range(0, rows, r_step):
+            r1 = min(rows, r0 + r_step)
+            r = r1 - r0
+            c = ct.index_select(0, perm[r0:r1].reshape(-1)).view(r, n, b1 - b0)
+            if not bool(tied[r0:r1].any()):
+                cc = torch.cumsum(c, dim=1).mul_(c)
+                t = torch.bmm(y_sorted[r0:r1], cc).to(torch.float64)
+                s2[r0:r1, :, b0:b1] = 2.0 * t - self_pairs[None, :, b0:b1]
+            else:
+                cc = torch.nn.functional.pad(torch.cumsum(c, dim=1), (0, 0, 1, 0)).reshape(r * (n + 1), -1)
+                base = (torch.arange(r, device=dev) * (n + 1))[:, None]
+                a2 = cc.index_select(0, (left[r0:r1] + base).reshape(-1))
+                a2 += cc.index_select(0, (right[r0:r1] + base).reshape(-1))
+                a2 = a2.view(r, n, b1 - b0).add_(1.0).mul_(c)
+                s2[r0:r1, :, b0:b1] = torch.bmm(y_sorted[r0:r1], a2).to(torch.float64)
+    return s2
+
+
 def bootstrap_auroc_columns(
     scores: Tensor,
     labels: Tensor,
@@ -212,27 +252,7 @@ def bootstrap_auroc_columns(
     dt = _exact_dtype(total * (2.0 * total + 1), dev) if integral else torch.float64
     counts_t = c64.T.to(dt).contiguous()  # [n, B]: a gather into sorted order copies whole rows
     y_sorted = y.to(dt)[:, perm].permute(1, 0, 2).contiguous()  # [R, K, n]
-    s2 = torch.empty(rows, k, n_boot, dtype=torch.float64, device=dev)
-    b_step = max(1, min(n_boot, chunk_elems // n))
-    r_step = max(1, chunk_elems // (n * b_step))
-    for b0 in range(0, n_boot, b_step):
-        b1 = min(n_boot, b0 + b_step)
-        ct = counts_t if b1 - b0 == n_boot else counts_t[:, b0:b1].contiguous()
-        for r0 in range(0, rows, r_step):
-            r1 = min(rows, r0 + r_step)
-            r = r1 - r0
-            c = ct.index_select(0, perm[r0:r1].reshape(-1)).view(r, n, b1 - b0)
-            if not bool(tied[r0:r1].any()):
-                cc = torch.cumsum(c, dim=1).mul_(c)
-                t = torch.bmm(y_sorted[r0:r1], cc).to(torch.float64)
-                s2[r0:r1, :, b0:b1] = 2.0 * t - self_pairs[None, :, b0:b1]
-            else:
-                cc = torch.nn.functional.pad(torch.cumsum(c, dim=1), (0, 0, 1, 0)).reshape(r * (n + 1), -1)
-                base = (torch.arange(r, device=dev) * (n + 1))[:, None]
-                a2 = cc.index_select(0, (left[r0:r1] + base).reshape(-1))
-                a2 += cc.index_select(0, (right[r0:r1] + base).reshape(-1))
-                a2 = a2.view(r, n, b1 - b0).add_(1.0).mul_(c)
-                s2[r0:r1, :, b0:b1] = torch.bmm(y_sorted[r0:r1], a2).to(torch.float64)
+    s2 = _doubled_rank_sums(y_sorted, counts_t, perm, left, right, tied, self_pairs, chunk_elems)
     u = (s2 - (n_pos * (n_pos + 1))[None]) * 0.5
     res = u / (n_pos * n_neg)[None]
     undefined = ((n_pos <= 0) | (n_neg <= 0))[None] | nan_rows[:, None, None]

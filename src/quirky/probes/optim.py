@@ -279,6 +279,15 @@ def _tolerance_met(
     return done_g | done_f
 
 
+def _drop_stopped(batch: _ActiveSet, it: _Iterate, memory: _Memory) -> _Iterate:
+    """Shrink the optimiser's state to the running problems (the stopped ones' results go to the full batch)."""
+    batch.store(it.x, it.n_iter, it.converged)
+    keep = torch.nonzero(it.active).flatten()
+    batch.ids = batch.ids[keep]
+    memory.rows(keep)
+    return it.rows(keep)
+
+
 def lbfgs(
     obj: Objective,
     x0: Tensor,
@@ -323,11 +332,7 @@ def lbfgs(
         if n_active == 0:
             break
         if 2 * n_active <= len(batch.ids) and len(batch.ids) >= 8:
-            batch.store(it.x, it.n_iter, it.converged)
-            keep = torch.nonzero(it.active).flatten()
-            batch.ids = batch.ids[keep]
-            it = it.rows(keep)
-            memory.rows(keep)
+            it = _drop_stopped(batch, it, memory)
         if refresh > 0 and step > 0 and step % refresh == 0:
             it.z = batch.logits(it.x, it.active)
         d, gd = _descent_direction(memory, it.g)
@@ -365,6 +370,23 @@ def active_columns(need: Tensor) -> Tensor | None:
     return order[:, : max(k, 1)]
 
 
+def _platt_newton_direction(
+    a: Tensor, c: Tensor, z: Tensor, y: Tensor, ridge: float
+) -> tuple[Tensor, Tensor]:
+    """The Newton step (da, dc) [B] of mean BCE(sigmoid(a z + c), y) + ridge a^2, solving the 2 x 2 system."""
+    m = z.shape[-1]
+    p = torch.sigmoid(a[:, None] * z + c[:, None])
+    r = p - y
+    w = p * (1 - p)
+    ga = (r * z).sum(-1) / m + 2 * ridge * a
+    gc = r.sum(-1) / m
+    haa = (w * z * z).sum(-1) / m + 2 * ridge
+    hac = (w * z).sum(-1) / m
+    hcc = w.sum(-1) / m + 1e-12
+    det = haa * hcc - hac * hac
+    return -(hcc * ga - hac * gc) / det, -(haa * gc - hac * ga) / det
+
+
 def fit_platt(
     s: Tensor,
     y: Tensor,
@@ -385,7 +407,6 @@ def fit_platt(
     mu = s64.mean(dim=-1, keepdim=True)
     sd = s64.std(dim=-1, keepdim=True).clamp_min(1e-12)
     z = (s64 - mu) / sd
-    m = z.shape[-1]
     a = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
     c = torch.zeros_like(a)
 
@@ -396,18 +417,7 @@ def fit_platt(
 
     f = objective(a, c)
     for _ in range(max_iter):
-        logits = a[:, None] * z + c[:, None]
-        p = torch.sigmoid(logits)
-        r = p - y64
-        w = p * (1 - p)
-        ga = (r * z).sum(-1) / m + 2 * ridge * a
-        gc = r.sum(-1) / m
-        haa = (w * z * z).sum(-1) / m + 2 * ridge
-        hac = (w * z).sum(-1) / m
-        hcc = w.sum(-1) / m + 1e-12
-        det = haa * hcc - hac * hac
-        da = -(hcc * ga - hac * gc) / det
-        dc = -(haa * gc - hac * ga) / det
+        da, dc = _platt_newton_direction(a, c, z, y64, ridge)
         step = torch.ones_like(a)
         for _ in range(30):  # backtracking keeps Newton monotone far from the optimum
             f_new = objective(a + step * da, c + step * dc)
