@@ -267,7 +267,7 @@ def _tolerance_met(
     """Which problems meet a stopping test after iteration `step` (it.f is the new f); updates the plateau window.
 
     Small gradient; or an accepted step that changed f by <= ftol * max(1, |f|) (torch.optim.LBFGS's
-    `tolerance_change`, which the reference ran with); or, when wtol > 0, f fell by <= wtol * max(1, |f|) over the
+    `tolerance_change` test, which stopped the reference's fits, made relative); or, when wtol > 0, f fell by <= wtol * max(1, |f|) over the
     last `window` iterations (a plateau, which a non-convex CCS restart can crawl along for hundreds of steps)."""
     done_g = it.g.abs().amax(dim=-1) <= gtol
     done_f = moved & ((f_prev - it.f).abs() <= ftol * torch.maximum(f_prev.abs(), torch.ones_like(f_prev)))
