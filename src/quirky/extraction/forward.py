@@ -226,6 +226,37 @@ def forward_batch(
     if not full_log_odds:
         choice0 = [c[:1] for c in choice0]
         choice1 = [c[:1] for c in choice1]
+    rows, where = _layout(prompts, choice0, choice1, strategy, groups)
+    batch = _pad(rows, pad_id)
+    device = model.device
+    kwargs = _model_inputs(model, batch, where, strategy)
+    out = model(input_ids=batch.ids.to(device), position_ids=batch.pos.to(device), **kwargs)
+
+    layers = out.hidden_states[1:]
+    ws = [where[j] for j in range(len(prompts))]
+    hid = _states_at(layers, batch, [w.last for w in ws])
+    pairs = torch.stack(
+        [
+            _states_at(layers, batch, [w.first0 for w in ws]),
+            _states_at(layers, batch, [w.first1 for w in ws]),
+        ],
+        dim=2,
+    )
+    # Logits at every location that predicts an answer token, example by example: pred0 then pred1.
+    pred_locs = [loc for w in ws for loc in w.pred0 + w.pred1]
+    logits = _logits_at(model, out, layers, batch, pred_locs, strategy)
+    lo, lo_full = _log_odds(logits, ws, choice0, choice1, full_log_odds)
+    return BatchResult(hiddens=hid, pairs=pairs, lm_log_odds=lo, lm_log_odds_full=lo_full)
+
+
+def _layout(
+    prompts: list[list[int]],
+    choice0: list[list[int]],
+    choice1: list[list[int]],
+    strategy: Strategy,
+    groups: list[tuple[list[int], int]] | None,
+) -> tuple[list[_Row], dict[int, _Where]]:
+    """The batch's sequences (one per prefix group, or two per example) and where each example's outputs are."""
     n_ex = len(prompts)
     rows: list[_Row] = []
     where: dict[int, _Where] = {}
@@ -243,7 +274,33 @@ def forward_batch(
             where[j] = w
     if sorted(where) != list(range(n_ex)):
         raise ValueError("groups must cover every example of the batch exactly once")
+    return rows, where
 
+
+@dataclass
+class _Padded:
+    """The rows left-padded to one width: tokens, explicit positions, owners (-2 on padding) and kinds, and each
+    row's padding width (`shift`), which turns a `Loc` into a tensor column."""
+
+    ids: torch.Tensor
+    pos: torch.Tensor
+    owner: torch.Tensor
+    kind: torch.Tensor
+    shift: list[int]
+
+    @property
+    def width(self) -> int:
+        return int(self.ids.shape[1])
+
+    @property
+    def real(self) -> torch.Tensor:
+        return self.owner > -2
+
+    def locs(self, items: list[Loc]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor([rw for rw, _ in items]), torch.tensor([c + self.shift[rw] for rw, c in items])
+
+
+def _pad(rows: list[_Row], pad_id: int) -> _Padded:
     R, T = len(rows), max(len(r.tokens) for r in rows)
     ids = torch.full((R, T), pad_id, dtype=torch.long)
     pos = torch.zeros((R, T), dtype=torch.long)
@@ -257,63 +314,89 @@ def forward_batch(
         pos[i, s:] = torch.tensor(r.positions)
         owner[i, s:] = torch.tensor(r.owner)
         kind[i, s:] = torch.tensor(r.kind)
-    real = owner > -2
+    return _Padded(ids, pos, owner, kind, shift)
 
-    def locs(items: list[Loc]) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tensor([rw for rw, _ in items]), torch.tensor([c + shift[rw] for rw, c in items])
 
-    device = model.device
+def _model_inputs(model: Any, batch: _Padded, where: dict[int, _Where], strategy: Strategy) -> dict[str, Any]:
+    """The forward's keyword arguments besides ids and positions: the attention mask, and `logits_to_keep` where
+    the model takes it, so the vocabulary projection runs only where a logit is read (none in `packed`, which
+    projects the gathered final states itself; the trailing columns that hold every answer in `duplicate`)."""
     kwargs: dict[str, Any] = {"output_hidden_states": True, "use_cache": False}
     if strategy == "packed":
-        ok, oq = owner[:, None, :], owner[:, :, None]  # key, query
-        kk, kq = kind[:, None, :], kind[:, :, None]
-        allowed = (ok == -1) | ((ok == oq) & ((kk == 0) | (kk == kq)))
-        allowed &= torch.ones(T, T, dtype=torch.bool).tril() & real[:, None, :] & real[:, :, None]
-        window = _sliding_window(model)
-        if window is not None:
-            allowed &= (pos[:, :, None] - pos[:, None, :]) < window
-        allowed |= torch.eye(T, dtype=torch.bool)  # padding queries see themselves: no all-masked rows (NaN)
-        dtype = model.dtype if model.dtype.is_floating_point else torch.float32
-        mask = torch.zeros((R, 1, T, T), dtype=dtype)
-        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-        kwargs["attention_mask"] = mask.to(device)
+        kwargs["attention_mask"] = _packed_mask(model, batch).to(model.device)
         if _accepts_logits_to_keep(model):
             kwargs["logits_to_keep"] = 1  # logits come from the gathered final states below
     else:
-        kwargs["attention_mask"] = real.long().to(device)
+        kwargs["attention_mask"] = batch.real.long().to(model.device)
         if _accepts_logits_to_keep(model):
             kwargs["logits_to_keep"] = int(
-                T - min(c + shift[rw] for w in where.values() for rw, c in w.pred0 + w.pred1)
+                batch.width - min(c + batch.shift[rw] for w in where.values() for rw, c in w.pred0 + w.pred1)
             )
-    out = model(input_ids=ids.to(device), position_ids=pos.to(device), **kwargs)
+    return kwargs
 
-    layers = out.hidden_states[1:]
-    order = range(n_ex)
 
-    def pick(h: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return h[r.to(h.device), c.to(h.device)]  # layers may live on different GPUs (device_map="auto")
+def _packed_mask(model: Any, batch: _Padded) -> torch.Tensor:
+    """The additive 4D mask [R, 1, T, T] of a packed batch: a token sees, causally, the shared prefix and its own
+    member's prompt, and an answer token only its own answer besides (the module docstring's rule), within the
+    model's sliding window if it has one."""
+    T, owner, kind, pos, real = batch.width, batch.owner, batch.kind, batch.pos, batch.real
+    ok, oq = owner[:, None, :], owner[:, :, None]  # key, query
+    kk, kq = kind[:, None, :], kind[:, :, None]
+    allowed = (ok == -1) | ((ok == oq) & ((kk == 0) | (kk == kq)))
+    allowed &= torch.ones(T, T, dtype=torch.bool).tril() & real[:, None, :] & real[:, :, None]
+    window = _sliding_window(model)
+    if window is not None:
+        allowed &= (pos[:, :, None] - pos[:, None, :]) < window
+    allowed |= torch.eye(T, dtype=torch.bool)  # padding queries see themselves: no all-masked rows (NaN)
+    dtype = model.dtype if model.dtype.is_floating_point else torch.float32
+    mask = torch.zeros((batch.ids.shape[0], 1, T, T), dtype=dtype)
+    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+    return mask
 
-    def gather(key: str) -> torch.Tensor:
-        r, c = locs([getattr(where[j], key) for j in order])
-        return torch.stack([pick(h, r, c).float().cpu() for h in layers])
 
-    hid = gather("last")
-    pairs = torch.stack([gather("first0"), gather("first1")], dim=2)
+def _pick(h: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return h[r.to(h.device), c.to(h.device)]  # layers may live on different GPUs (device_map="auto")
 
-    # Logits at every location that predicts an answer token.
-    pred_locs = [loc for j in order for loc in where[j].pred0 + where[j].pred1]
-    r, c = locs(pred_locs)
+
+def _states_at(layers: tuple[torch.Tensor, ...], batch: _Padded, items: list[Loc]) -> torch.Tensor:
+    """Every layer's state at `items`, float32 on the CPU: [L, len(items), d]."""
+    r, c = batch.locs(items)
+    return torch.stack([_pick(h, r, c).float().cpu() for h in layers])
+
+
+def _logits_at(
+    model: Any,
+    out: Any,
+    layers: tuple[torch.Tensor, ...],
+    batch: _Padded,
+    items: list[Loc],
+    strategy: Strategy,
+) -> torch.Tensor:
+    """Logits at `items`, float32 on the CPU: `packed` projects the final states there through the output
+    embeddings; `duplicate` reads the model's own logits, whose columns may start late (`logits_to_keep`)."""
+    r, c = batch.locs(items)
     if strategy == "packed":
         head = model.get_output_embeddings()
-        logits = head(pick(layers[-1], r, c).to(head.weight.device)).float().cpu()
-    else:
-        keep = out.logits.shape[1]
-        logits = pick(out.logits, r, c - (T - keep)).float().cpu()
+        return head(_pick(layers[-1], r, c).to(head.weight.device)).float().cpu()
+    keep = out.logits.shape[1]
+    return _pick(out.logits, r, c - (batch.width - keep)).float().cpu()
+
+
+def _log_odds(
+    logits: torch.Tensor,
+    ws: list[_Where],
+    choice0: list[list[int]],
+    choice1: list[list[int]],
+    full_log_odds: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """First-token log-odds per example and, with `full_log_odds`, the difference of the answers' summed token
+    log-probabilities (float64 softmax); `logits` holds each example's pred0 rows then its pred1 rows."""
+    n_ex = len(ws)
     lo = torch.empty(n_ex)
     lo_full = torch.empty(n_ex) if full_log_odds else None
     k = 0
-    for j in order:
-        n0, n1 = len(where[j].pred0), len(where[j].pred1)
+    for j, w in enumerate(ws):
+        n0, n1 = len(w.pred0), len(w.pred1)
         l0, l1 = logits[k : k + n0], logits[k + n0 : k + n0 + n1]
         k += n0 + n1
         a, b = choice0[j], choice1[j]
@@ -323,4 +406,4 @@ def forward_batch(
             s0 = torch.log_softmax(l0.double(), -1)[torch.arange(n0), torch.tensor(a)].sum()
             s1 = torch.log_softmax(l1.double(), -1)[torch.arange(n1), torch.tensor(b)].sum()
             lo_full[j] = float(s1 - s0)
-    return BatchResult(hiddens=hid, pairs=pairs, lm_log_odds=lo, lm_log_odds_full=lo_full)
+    return lo, lo_full
