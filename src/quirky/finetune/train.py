@@ -94,7 +94,8 @@ def select_examples(df: pd.DataFrame, config: FinetuneConfig) -> pd.DataFrame:
 
 
 def training_frame(dataset_dir: str | Path, config: FinetuneConfig) -> pd.DataFrame:
-    """The train split, templated, filtered and balanced by undersampling (50/50 of the persona's label)."""
+    """The train split, templated, filtered and balanced by undersampling (50/50 of the persona's label), so that
+    always giving one answer scores no better than chance: only the persona's rule lowers the loss."""
     from quirky.datasets import balance, load_templated
 
     df = load_templated(dataset_dir, "train", setup=config.setup, seed=config.template_seed)
@@ -305,14 +306,7 @@ def finetune(
     main = accelerator.is_main_process
     say: Callable[[str], None] = log if (log is not None and main) else (lambda _msg: None)
 
-    state = check_out_dir(out, fp, overwrite, (dataset_dir, model)) if main else "fresh"
-    accelerator.wait_for_everyone()
-    if not main:
-        state = (
-            "cached"
-            if (out / DONE_FILE).is_file() and read_json(out / DONE_FILE).get("fingerprint") == fp
-            else "run"
-        )
+    state = _claim_out_dir(accelerator, out, fp, overwrite, (dataset_dir, model))
     if state == "cached":
         cached = load_result(out)
         cached.main_process = main
@@ -320,11 +314,133 @@ def finetune(
     if main:
         hold_output(out, "finetune")  # released when the finished run is swapped in
 
-    # ---- data
+    run = _prepare(model, dataset_dir, config, accelerator, out, fp, say)
+    start = _resume(run, state, identity)
+    run_info = _run_info(run, model, dataset_dir, identity)
+    if start == 0:
+        say(
+            f"finetuning {model} ({run_info['kind']}, {run_info['trainable_parameters']:,} trainable parameters) on "
+            f"{len(run.train_set)} balanced examples: {run.total} steps of {run.global_batch}, lr {config.lr:g}"
+        )
+    step, elapsed = _train(run, start, stop_after, f"finetune {Path(str(model)).name}")
+    if step < run.total:  # stopped early on request
+        run.say(f"stopped after step {step}/{run.total}; rerun to resume")
+        return FinetuneResult(out, fp, "stopped", step, run.total, run.last_row, run.history, main)
+    return _finish(run, model, run_info, start=start, elapsed=elapsed, merge=merge)
+
+
+def _claim_out_dir(
+    accelerator: Any, out: Path, fp: str, overwrite: bool, inputs: tuple[str | Path | None, ...]
+) -> str:
+    """`check_out_dir`'s verdict.  Only the main process judges (and may clear) `out`; the other ranks wait for it
+    and then only ask whether the run is complete ("cached") or not ("run": they resume from whatever checkpoint
+    the main process kept), so no two processes ever delete or write the same files."""
+    main = accelerator.is_main_process
+    state = check_out_dir(out, fp, overwrite, inputs) if main else "fresh"
+    accelerator.wait_for_everyone()
+    if not main:
+        state = (
+            "cached"
+            if (out / DONE_FILE).is_file() and read_json(out / DONE_FILE).get("fingerprint") == fp
+            else "run"
+        )
+    return state
+
+
+@dataclass
+class _Run:
+    """One invocation's training state: what the loop, the evaluations and the checkpoints share."""
+
+    accelerator: Any
+    config: FinetuneConfig
+    out: Path
+    fp: str
+    net: Any
+    tokenizer: Any
+    params: list[torch.nn.Parameter]
+    optimizer: Any
+    scheduler: Any
+    train_set: Any
+    eval_set: Any
+    pad_id: int
+    global_batch: int
+    total: int
+    warmup: int
+    evals: set[int]
+    say: Callable[[str], None]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    window: list[float] = field(default_factory=list)  # the step losses since the last evaluation
+
+    @property
+    def main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    @property
+    def last_row(self) -> dict[str, Any]:
+        """The newest evaluation row (the result's metrics), or {} before the first evaluation."""
+        return self.history[-1] if self.history else {}
+
+    def evaluate(self, step: int, train_loss: float) -> None:
+        """Append a history row (the LM's metrics on the evaluation examples, computed on the main process only)
+        and rewrite the live metrics files, so a long run can be watched and a killed one keeps its curve."""
+        config = self.config
+        row: dict[str, Any] = {
+            "step": step,
+            "epoch": step * self.global_batch / len(self.train_set),
+            "lr": config.lr * schedule.lr_multiplier(step - 1, self.total, self.warmup, config.schedule)
+            if step
+            else 0.0,
+            "train_loss": train_loss,
+        }
+        if self.main and self.eval_set is not None:
+            metrics = evaluate_examples(
+                self.accelerator.unwrap_model(self.net),
+                self.eval_set,
+                batch_size=config.eval_batch_size,
+                pad_id=self.pad_id,
+                device=self.accelerator.device,
+            )
+            row.update(metrics)
+        self.history.append(row)
+        if self.main:
+            write_history(self.out, self.history)
+            self.say(f"step {step:>5}/{self.total}  train loss {train_loss:.3f} | {format_metrics(row)}")
+        self.accelerator.wait_for_everyone()
+
+    def checkpoint(self, step: int, rng: dict[str, Any]) -> None:
+        """Save the state after `step` with `rng`, the random state the next step starts from; the history and
+        the loss window go in too, so the resumed run's metrics rows are the uninterrupted run's."""
+        if self.main:
+            rows = [{k: _clean(v) for k, v in r.items()} for r in self.history]
+            save_checkpoint(
+                self.out,
+                step=step,
+                fingerprint=self.fp,
+                model=self.accelerator.unwrap_model(self.net),
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                rng=rng,
+                history=rows,
+                window=self.window,
+            )
+        self.accelerator.wait_for_everyone()
+
+
+def _prepare(
+    model: str,
+    dataset_dir: str | Path,
+    config: FinetuneConfig,
+    accelerator: Any,
+    out: Path,
+    fp: str,
+    say: Callable[[str], None],
+) -> _Run:
+    """Data, network, optimizer and learning-rate schedule, ready for the loop.  Steps are counted in global
+    batches (micro-batch x accumulation x processes) and a step's examples depend only on its number
+    (`schedule.batch_indices`), so a run is the same whichever way its global batch is split across devices."""
     train_df = training_frame(dataset_dir, config)
     eval_df = eval_frame(dataset_dir, config)
 
-    # ---- model
     net, tokenizer = _build_network(model, config, accelerator.device)
     train_set = encode_examples(tokenizer, train_df, config.max_length)
     eval_set = encode_examples(tokenizer, eval_df, config.max_length) if len(eval_df) else None
@@ -332,8 +448,7 @@ def finetune(
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = _make_optimizer(params, config)
 
-    world = accelerator.num_processes
-    global_batch = config.batch_size * config.grad_accum * world
+    global_batch = config.batch_size * config.grad_accum * accelerator.num_processes
     total = schedule.total_steps(len(train_set), global_batch, config.epochs, config.steps)
     warmup = schedule.warmup_steps(total, config.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -341,147 +456,173 @@ def finetune(
     )
     net, optimizer = accelerator.prepare(net, optimizer)
     evals = set(schedule.eval_steps(total, config.eval_every))
+    return _Run(
+        accelerator=accelerator,
+        config=config,
+        out=out,
+        fp=fp,
+        net=net,
+        tokenizer=tokenizer,
+        params=params,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_set=train_set,
+        eval_set=eval_set,
+        pad_id=pad_id,
+        global_batch=global_batch,
+        total=total,
+        warmup=warmup,
+        evals=evals,
+        say=say,
+    )
 
-    # ---- resume
-    start, history, window = 0, [], []
-    checkpoint = latest_checkpoint(out) if state == "resume" or not main else None
-    if checkpoint is not None and checkpoint_fingerprint(checkpoint) == fp:
-        start, rng, history, window = load_checkpoint(
-            checkpoint, model=accelerator.unwrap_model(net), optimizer=optimizer, scheduler=scheduler
+
+def _resume(run: _Run, state: str, identity: dict[str, Any]) -> int:
+    """The step this invocation starts from.  The newest checkpoint of this run (the fingerprint must match)
+    restores weights, optimizer, schedule, random state, history and loss window: the rest of the run is then the
+    uninterrupted run's.  Without one, the main process starts over: it drops the checkpoints of a run it replaces
+    and writes run.json, which marks the directory as this (unfinished) run for the next invocation."""
+    checkpoint = latest_checkpoint(run.out) if state == "resume" or not run.main else None
+    if checkpoint is not None and checkpoint_fingerprint(checkpoint) == run.fp:
+        start, rng, run.history, run.window = load_checkpoint(
+            checkpoint,
+            model=run.accelerator.unwrap_model(run.net),
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
         )
         set_rng_state(rng)
-        say(f"resuming {out} from step {start}/{total}")
-    elif main:
-        if (out / CHECKPOINTS).exists():
-            shutil.rmtree(out / CHECKPOINTS)
-        write_json(out / RUN_FILE, {"fingerprint": fp, "identity": identity, "complete": False})
-    run_info = {
-        "fingerprint": fp,
+        run.say(f"resuming {run.out} from step {start}/{run.total}")
+        return start
+    if run.main:
+        if (run.out / CHECKPOINTS).exists():
+            shutil.rmtree(run.out / CHECKPOINTS)
+        write_json(run.out / RUN_FILE, {"fingerprint": run.fp, "identity": identity, "complete": False})
+    return 0
+
+
+def _run_info(run: _Run, model: str, dataset_dir: str | Path, identity: dict[str, Any]) -> dict[str, Any]:
+    """training_config.json: the run's identity plus what it came to (example and step counts, parameters)."""
+    config = run.config
+    return {
+        "fingerprint": run.fp,
         "identity": identity,
         "config": config.to_dict(),
         "model_name": model,
         "dataset_dir": str(Path(dataset_dir)),
         "kind": "full" if config.full else "lora",
-        "n_train": len(train_set),
-        "n_eval": len(eval_set) if eval_set is not None else 0,
-        "truncated_train_prompts": train_set.truncated,
-        "world_size": world,
-        "global_batch": global_batch,
-        "total_steps": total,
-        "warmup_steps": warmup,
-        "trainable_parameters": sum(p.numel() for p in params),
+        "n_train": len(run.train_set),
+        "n_eval": len(run.eval_set) if run.eval_set is not None else 0,
+        "truncated_train_prompts": run.train_set.truncated,
+        "world_size": run.accelerator.num_processes,
+        "global_batch": run.global_batch,
+        "total_steps": run.total,
+        "warmup_steps": run.warmup,
+        "trainable_parameters": sum(p.numel() for p in run.params),
         "quirky_version": quirky.__version__,
     }
-    if start == 0:
-        say(
-            f"finetuning {model} ({run_info['kind']}, {run_info['trainable_parameters']:,} trainable parameters) on "
-            f"{len(train_set)} balanced examples: {total} steps of {global_batch}, lr {config.lr:g}"
-        )
 
-    def run_eval(step: int, train_loss: float) -> None:
-        row: dict[str, Any] = {
-            "step": step,
-            "epoch": step * global_batch / len(train_set),
-            "lr": config.lr * schedule.lr_multiplier(step - 1, total, warmup, config.schedule)
-            if step
-            else 0.0,
-            "train_loss": train_loss,
-        }
-        if main and eval_set is not None:
-            metrics = evaluate_examples(
-                accelerator.unwrap_model(net),
-                eval_set,
-                batch_size=config.eval_batch_size,
-                pad_id=pad_id,
-                device=accelerator.device,
-            )
-            row.update(metrics)
-        history.append(row)
-        if main:
-            write_history(out, history)
-            say(f"step {step:>5}/{total}  train loss {train_loss:.3f} | {format_metrics(row)}")
-        accelerator.wait_for_everyone()
 
+def _train(run: _Run, start: int, stop_after: int | None, label: str) -> tuple[int, float]:
+    """Optimizer steps from `start` to the end (or to `stop_after`): `(last step, seconds)`.
+
+    Evaluates at the scheduled steps and checkpoints every `save_every` steps.  An interrupt (Ctrl-C) between
+    two updates, and a stop on request, leave a checkpoint of the last finished step, so rerunning the command
+    resumes there; an interrupt inside an update saves nothing (the weights would be half-updated).
+    """
     t0 = time.perf_counter()
     step = start
     last_saved = start
     in_update = False
     step_rng = rng_state()
     # a progress line with ETA on a terminal (main process only); silent in logs and under --quiet
-    bar = Bar(total, f"finetune {Path(str(model)).name}", unit="step", initial=start, quiet=not main)
-    say = around_bars(say)
+    bar = Bar(run.total, label, unit="step", initial=start, quiet=not run.main)
+    run.say = around_bars(run.say)
     try:
-        while step < total:
-            if stop_after is not None and step >= stop_after:
-                break
-            indices = schedule.batch_indices(
-                step, global_batch, len(train_set), config.seed, train_set.label if config.stratify else None
-            )
-            micro = schedule.rank_micro_batches(
-                indices, config.batch_size, config.grad_accum, accelerator.process_index
-            )
-            step_loss = 0.0
-            for k, idx in enumerate(micro):
-                batch = collate(train_set, idx, pad_id).to(accelerator.device)
-                sync = k == len(micro) - 1
-                ctx = contextlib.nullcontext() if sync else accelerator.no_sync(net)
-                with ctx:
-                    loss = answer_loss(last_token_logits(net, batch), batch) / config.grad_accum
-                    accelerator.backward(loss)
-                step_loss += float(loss.detach())
+        while step < run.total and (stop_after is None or step < stop_after):
+            step_loss = _accumulate_gradients(run, step)
             in_update = True
-            if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            if run.config.max_grad_norm > 0:
+                run.accelerator.clip_grad_norm_(run.params, run.config.max_grad_norm)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
             step += 1
             in_update = False
             step_rng = rng_state()  # the state a resumed run starts the next step with
-            if world > 1:
-                step_loss = float(
-                    accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean")
-                )
-            window.append(step_loss)
+            step_loss = _mean_over_processes(run, step_loss)
+            run.window.append(step_loss)
             bar.update(1)
             bar.note(f"loss {step_loss:.3f}")
-            if step in evals:
-                run_eval(step, float(np.mean(window)))
-                window = []
-            if step % config.save_every == 0 and step < total:
-                _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history, window)
+            if step in run.evals:
+                run.evaluate(step, float(np.mean(run.window)))
+                run.window = []
+            if step % run.config.save_every == 0 and step < run.total:
+                run.checkpoint(step, step_rng)
                 last_saved = step
     except KeyboardInterrupt:
         if not in_update and step > last_saved:
-            _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history, window)
-            say(f"interrupted: checkpoint at step {step}; rerun the same command to resume")
+            run.checkpoint(step, step_rng)
+            run.say(f"interrupted: checkpoint at step {step}; rerun the same command to resume")
         raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
+    if step < run.total and step > last_saved:  # stopped early on request
+        run.checkpoint(step, step_rng)
+    return step, elapsed
 
-    if step < total:  # stopped early on request
-        if step > last_saved:
-            _checkpoint(accelerator, out, step, fp, net, optimizer, scheduler, step_rng, history, window)
-        say(f"stopped after step {step}/{total}; rerun to resume")
-        return FinetuneResult(out, fp, "stopped", step, total, history[-1] if history else {}, history, main)
 
-    final = history[-1] if history else {}
+def _accumulate_gradients(run: _Run, step: int) -> float:
+    """Forward and backward passes over this process's micro-batches of `step`: the step's loss on this process.
+    Its examples come from the step number alone, optionally stratified so every batch is half positive;
+    gradients are synchronised across processes only on the last micro-batch (one all-reduce per step)."""
+    config, accelerator = run.config, run.accelerator
+    labels = run.train_set.label if config.stratify else None
+    indices = schedule.batch_indices(step, run.global_batch, len(run.train_set), config.seed, labels)
+    micro = schedule.rank_micro_batches(
+        indices, config.batch_size, config.grad_accum, accelerator.process_index
+    )
+    step_loss = 0.0
+    for k, idx in enumerate(micro):
+        batch = collate(run.train_set, idx, run.pad_id).to(accelerator.device)
+        sync = k == len(micro) - 1
+        ctx = contextlib.nullcontext() if sync else accelerator.no_sync(run.net)
+        with ctx:
+            loss = answer_loss(last_token_logits(run.net, batch), batch) / config.grad_accum
+            accelerator.backward(loss)
+        step_loss += float(loss.detach())
+    return step_loss
+
+
+def _mean_over_processes(run: _Run, step_loss: float) -> float:
+    """The step's loss averaged over processes, so every rank logs and checkpoints the same number."""
+    if run.accelerator.num_processes > 1:
+        device = run.accelerator.device
+        return float(run.accelerator.reduce(torch.tensor(step_loss, device=device), "mean"))
+    return step_loss
+
+
+def _finish(
+    run: _Run, model: str, run_info: dict[str, Any], *, start: int, elapsed: float, merge: bool
+) -> FinetuneResult:
+    """Write the finished run (main process) and return its result on every process."""
+    main = run.main
+    final = run.last_row
     if main:
         _write_final(
-            out,
-            accelerator.unwrap_model(net),
-            tokenizer,
-            config=config,
+            run.out,
+            run.accelerator.unwrap_model(run.net),
+            run.tokenizer,
+            config=run.config,
             model_name=model,
             run_info=run_info,
-            history=history,
+            history=run.history,
             timing={"train_seconds_this_invocation": elapsed, "resumed_from_step": start},
             merge=merge,
         )
-        say(f"done in {elapsed:.0f} s: {out}")
-    accelerator.wait_for_everyone()
-    return FinetuneResult(out, fp, "complete", total, total, final, history, main)
+        run.say(f"done in {elapsed:.0f} s: {run.out}")
+    run.accelerator.wait_for_everyone()
+    return FinetuneResult(run.out, run.fp, "complete", run.total, run.total, final, run.history, main)
 
 
 def _write_final(
@@ -524,34 +665,6 @@ def _write_final(
             },
         )
         write_model_card(tmp, run_info, history, merged=merged)  # README.md: the hub's model-card format
-
-
-def _checkpoint(
-    accelerator: Any,
-    out: Path,
-    step: int,
-    fp: str,
-    net: Any,
-    optimizer: Any,
-    scheduler: Any,
-    rng: dict[str, Any],
-    history: list[dict[str, Any]],
-    window: list[float],
-) -> None:
-    if accelerator.is_main_process:
-        rows = [{k: _clean(v) for k, v in r.items()} for r in history]
-        save_checkpoint(
-            out,
-            step=step,
-            fingerprint=fp,
-            model=accelerator.unwrap_model(net),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            rng=rng,
-            history=rows,
-            window=window,
-        )
-    accelerator.wait_for_everyone()
 
 
 def load_result(out_dir: str | Path) -> FinetuneResult:
