@@ -394,8 +394,27 @@ def test_single_class_trusted_subset_is_skipped_not_fatal(tmp_path) -> None:
     assert [(r["detector"], r["method"]) for r in doc["results"]] == [("mahalanobis", "hiddens")]
     assert set(pd.read_parquet(tmp_path / "out" / "scores.parquet")["detector"]) == {"mahalanobis"}
 
-    # without the probe stage's note, a missing AE probe is an error again
+    # the probe stage records the unit it could not fit as data (the note is kept for readers)
     summary = json.loads((probes / "summary.json").read_text())
+    note = "training labels label on AE hold a single class"
+    assert summary["skipped"] == [
+        {
+            "method": "lr",
+            "experiment": "AE->AE,AH,BH",
+            "train": "AE",
+            "train_label": "label",
+            "reason": "single-class",
+            "note": note,
+        }
+    ]
+    assert note in summary["notes"]
+    # a summary written before the "skipped" field: its notes still say why
+    del summary["skipped"]
+    (probes / "summary.json").write_text(json.dumps(summary))
+    old = run_anomaly([probes], tmp_path / "old", methods=["lr"], n_boot=20, detectors=["gaussian"])
+    assert old["skipped"] == doc["skipped"] and old["results"] == []
+
+    # without the probe stage's record or note, a missing AE probe is an error again
     summary["notes"] = []
     (probes / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(QuirkyError, match="no lr probe trained on AE"):

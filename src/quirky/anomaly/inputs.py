@@ -19,6 +19,7 @@ from quirky.anomaly.experiment import AnomalySplit
 from quirky.errors import QuirkyError
 from quirky.experiments.probe_run import ProbeRun
 from quirky.fileio import safetensors_digest, safetensors_problem
+from quirky.subsets import subset_mask, subset_parts
 
 TRUSTED, NORMAL, ANOMALOUS = "AE", "AH", "BH"
 SUBSET_ROLES = {TRUSTED: "trusted", NORMAL: "normal", ANOMALOUS: "anomalous"}
@@ -27,15 +28,10 @@ SUBSET_ROLES = {TRUSTED: "trusted", NORMAL: "normal", ANOMALOUS: "anomalous"}
 def _check_rows(meta: Any, index: np.ndarray, subset: str, run: ProbeRun) -> None:
     """The rows of `subset` must be what it says: the persona, and the difficulty side.  A Bob row among the
     trusted ones would let the detector see the anomaly class."""
-    rows = meta.iloc[index]
-    persona = {"A": "Alice", "B": "Bob"}[subset[0]]
-    q = rows["difficulty_quantile"].to_numpy()
-    ok = (rows["character"] == persona).all() and (
-        (q <= run.easy).all() if subset.endswith("E") else (q >= run.hard).all()
-    )
-    if not ok:
+    if not subset_mask(meta.iloc[index], subset, run.easy, run.hard).all():
+        persona, side = subset_parts(subset)
         raise QuirkyError(
-            f"the {subset} rows recorded in {run.path} are not all {persona}/{'easy' if subset.endswith('E') else 'hard'}: "
+            f"the {subset} rows recorded in {run.path} are not all {persona}/{side}: "
             "the probe output does not match its test store"
         )
 

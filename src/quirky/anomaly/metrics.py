@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from quirky.errors import QuirkyError
+from quirky.scoring import auroc as shared_auroc
 
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -23,9 +24,8 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (ties count one half), as scikit-learn computes it."""
-    scores, labels = _check(scores, labels)
-    return float(roc_auc_score(labels, scores))
+    """Area under the ROC curve (ties count one half: `quirky.scoring.auroc`); both classes must be present."""
+    return shared_auroc(*_check(scores, labels))
 
 
 def bootstrap_auroc(

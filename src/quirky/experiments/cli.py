@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from quirky.errors import QuirkyError
-from quirky.experiments.grid import SUBSETS, split_tag
+from quirky.experiments.grid import split_tag
 from quirky.probes import METHODS
+from quirky.subsets import EASY, HARD, SUBSETS
 
 app = typer.Typer(
     help="Fit probes (lr, lr-on-pair, mean-diff, mean-diff-on-pair, lda, ccs, crc, random) on activation stores "
@@ -123,8 +124,8 @@ def probe(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto"),
     max_train: int | None = typer.Option(None, help="use at most this many rows of each training subset"),
     max_test: int | None = typer.Option(None, help="use at most this many rows of each test subset"),
-    easy: float = typer.Option(0.25, help="difficulty quantile at or below which an example is easy"),
-    hard: float = typer.Option(0.75, help="difficulty quantile at or above which an example is hard"),
+    easy: float = typer.Option(EASY, help="difficulty quantile at or below which an example is easy"),
+    hard: float = typer.Option(HARD, help="difficulty quantile at or above which an example is hard"),
     lr_l2: float = typer.Option(1e-3, help="L2 penalty of lr / lr-on-pair (mean BCE + l2 ||w||^2)"),
     lda_shrinkage: str | None = typer.Option(None, help="LDA covariance shrinkage in [0, 1] or 'auto'"),
     ccs_restarts: int = typer.Option(10, help="CCS restarts (the best loss is kept)"),

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from quirky.experiments.grid import LABEL_COLUMNS
+from quirky.experiments.probe_run import empty_note, single_class_note
 from quirky.probes.metrics import (
     accuracy,
     auroc_columns,
@@ -125,9 +126,9 @@ def evaluate_scores(
             n_pos = int(y_all[j].sum()) if m > 0 and y_all is not None else 0
             note = ""
             if m == 0:
-                note = f"no {filt} examples in {test}"
+                note = empty_note(test, filt)
             elif n_pos in (0, m):
-                note = f"{col} has a single class on {test}/{filt}"
+                note = single_class_note(col, test, filt)
             notes.append(note)
             per_col.append((n_pos, dict.fromkeys(METRIC_COLUMNS[2:], nan)))
         if m > 0 and cols:
@@ -195,9 +196,9 @@ def evaluate_random(
             n_pos = int(y_all[j].sum()) if m > 0 and y_all is not None else 0
             aucs = all_aucs[j]
             if m == 0:
-                note = f"no {filt} examples in {test}"
+                note = empty_note(test, filt)
             else:
-                note = f"{col} has a single class on {test}/{filt}" if n_pos in (0, m) else ""
+                note = single_class_note(col, test, filt) if n_pos in (0, m) else ""
             dists[f"{col}/{filt}"] = aucs.to(torch.float32)
             mean = aucs.mean(dim=1).numpy()
             if k * 0.025 >= settings.random_min_tail and not note:

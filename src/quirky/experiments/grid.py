@@ -2,8 +2,8 @@
 
 An experiment is written `TRAIN[@LABEL]->TEST1,TEST2,...`, e.g. `A->A,B,AH,BH` or `all@alice_label->all,BH`:
 fit the probe on the TRAIN subset of the training split with labels from column LABEL (default `label`, the
-persona's own label, as in the reference), then score every TEST subset of the test split.  Subsets are those of
-the activation store (`all, A, B, AE, AH, BE, BH`).
+persona's own label, as in the reference), then score every TEST subset of the test split.  Subsets are
+`quirky.subsets.SUBSETS` (`all, A, B, AE, AH, BE, BH`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from quirky.errors import QuirkyError
+from quirky.subsets import SUBSETS
 
-SUBSETS: tuple[str, ...] = ("all", "A", "B", "AE", "AH", "BE", "BH")
 LABEL_COLUMNS: tuple[str, ...] = ("label", "alice_label", "bob_label")
 
 

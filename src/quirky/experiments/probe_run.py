@@ -20,6 +20,7 @@ import pandas as pd
 
 from quirky.errors import QuirkyError
 from quirky.fileio import read_json, read_parquet
+from quirky.subsets import EASY, HARD
 
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"
@@ -44,6 +45,16 @@ def probe_path(out: str | os.PathLike[str], tag: str, method: str) -> Path:
 def scores_path(out: str | os.PathLike[str], tag: str, method: str) -> Path:
     """The test-split scores of that probe: per test subset T, "T" [L, n_T] and "T.index" [n_T]."""
     return Path(out) / SCORES / tag / f"{method}.safetensors"
+
+
+def single_class_note(label_col: str, test: str, filt: str) -> str:
+    """The `note` of a results row whose AUROC is undefined because the labels hold one class there."""
+    return f"{label_col} has a single class on {test}/{filt}"
+
+
+def empty_note(test: str, filt: str) -> str:
+    """The `note` of a results row with no examples."""
+    return f"no {filt} examples in {test}"
 
 
 def untrainable_note(reason: str, train: str, train_label: str, split: str) -> str:
@@ -106,10 +117,12 @@ class ProbeRun:
 
     def _name(self, key: str, from_path: str) -> str:
         """The recorded name, else the run-directory position (RUN/probes/<model>/<dataset>)."""
+        from quirky.rundir import probes_position
+
         value = self.summary.get(key) or self.info.get(key)
         if value and value != "unknown":
             return str(value)
-        return from_path if self.path.parent.parent.name == PROBES else "unknown"
+        return from_path if probes_position(self.path) is not None else "unknown"
 
     @property
     def model(self) -> str:
@@ -121,11 +134,11 @@ class ProbeRun:
 
     @property
     def easy(self) -> float:
-        return float(self.info.get("easy", 0.25))
+        return float(self.info.get("easy", EASY))
 
     @property
     def hard(self) -> float:
-        return float(self.info.get("hard", 0.75))
+        return float(self.info.get("hard", HARD))
 
     def eil_layer(self, method: str, train: str = "AE") -> int | None:
         """The earliest informative layer of the `method` probe trained on the tag `train` (None if not fitted)."""
@@ -204,12 +217,13 @@ class ProbeRun:
         (RUN/probes/<model>/<dataset> -> RUN/activations/<model>/<dataset>)."""
         if override is not None:
             return Path(override)
+        from quirky.rundir import activations_beside
+
         recorded = self.info.get("activations")
         candidates = [Path(recorded)] if recorded else []
-        if len(self.path.parts) >= 3:
-            candidates.append(
-                self.path.parent.parent.parent / "activations" / self.path.parent.name / self.path.name
-            )
+        sibling = activations_beside(self.path)
+        if sibling is not None:
+            candidates.append(sibling)
         for c in candidates:
             if c.is_dir():
                 return c

@@ -6,7 +6,6 @@ Kept apart from the runner so that the report stage (and tests) can recompute th
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 from quirky.experiments.grid import Experiment, split_tag, train_tag
 from quirky.experiments.layer_selection import earliest_informative_layer
 from quirky.experiments.pgr import PgrSpec, pgr
+from quirky.experiments.probe_run import single_class_note
 
 NON_PROBES = ("lm", "random")
 EIL_COLUMNS = ("model", "dataset", "method", "train", "train_label", "eil_layer", "eil_fraction", "eil_auroc")
@@ -240,25 +240,25 @@ def build_summary(
         "lm": lm_out,
         "random": random_out,
         "experiments": {m: [str(e) for e in exps] for m, exps in grid.items()},
-        "notes": compact_notes([n for n in results["note"].unique() if n]),
+        "notes": compact_notes(results),
     }
 
 
-_SINGLE = re.compile(r"^(\w+) has a single class on (\w+)/(\w+)$")
-
-
-def compact_notes(notes: list[str]) -> list[str]:
-    """Merge the many "<label> has a single class on <test>/<filter>" notes into one line per filter."""
+def compact_notes(results: pd.DataFrame) -> list[str]:
+    """Every note of the results, with the many "<label> has a single class on <test>/<filter>" notes (recognised
+    by their row: the sentence `single_class_note` writes for its label column, test and filter) merged into one
+    line per filter."""
     groups: dict[str, tuple[set[str], set[str]]] = {}
-    out = []
-    for note in sorted(set(notes)):
-        m = _SINGLE.match(note)
-        if m:
-            cols, tests = groups.setdefault(m.group(3), (set(), set()))
-            cols.add(m.group(1))
-            tests.add(m.group(2))
+    other: set[str] = set()
+    noted = results.loc[results["note"].map(bool), ["note", "label_col", "test", "filter"]].drop_duplicates()
+    for note, col, test, filt in noted.itertuples(index=False, name=None):
+        if note == single_class_note(col, test, filt):
+            cols, tests = groups.setdefault(filt, (set(), set()))
+            cols.add(col)
+            tests.add(test)
         else:
-            out.append(note)
+            other.add(note)
+    out = sorted(other)
     for filt, (cols, tests) in sorted(groups.items()):
         out.append(
             f"single-class labels ({', '.join(sorted(cols))}) on the {filt!r} examples of "

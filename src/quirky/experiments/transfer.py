@@ -36,7 +36,15 @@ from quirky.experiments.evaluate import (
 )
 from quirky.experiments.grid import Experiment, default_grid, parse_experiments
 from quirky.experiments.pgr import DEFAULT_PGR_SPECS, PgrSpec
-from quirky.experiments.probe_run import RUN_JSON, SUMMARY_JSON, probe_path, scores_path
+from quirky.experiments.probe_run import (
+    EMPTY,
+    RUN_JSON,
+    SINGLE_CLASS,
+    SUMMARY_JSON,
+    probe_path,
+    scores_path,
+    skipped_record,
+)
 from quirky.experiments.summary import build_summary, eil_table, pgr_table
 from quirky.extraction.store import ActivationStore, open_store, parse_storage_dtype
 from quirky.fileio import (
@@ -52,6 +60,7 @@ from quirky.fileio import (
 from quirky.outdir import MARKER, PROBE_TABLES, claim_output, release_output, write_marker
 from quirky.probes import METHODS, make_probe, probe_class
 from quirky.progress import Bar, around_bars
+from quirky.subsets import EASY, HARD
 
 RESULT_COLUMNS = (
     "model",
@@ -96,8 +105,8 @@ class TransferConfig:
     test_split: str = "test"
     probe_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval: EvalSettings = field(default_factory=EvalSettings)
-    easy: float = 0.25
-    hard: float = 0.75
+    easy: float = EASY
+    hard: float = HARD
     max_train: int | None = None
     max_test: int | None = None
     device: str | None = None
@@ -388,6 +397,7 @@ def run_transfer(
     # ---- the probes -------------------------------------------------------------------------------------------
     # one progress line with ETA over methods x experiments (terminal only; quirky.progress)
     bar = Bar(sum(len(grid[m]) for m in cfg.methods), f"probe grid {dataset}", unit="probe")
+    skipped: list[dict[str, Any]] = []  # the training units that cannot be fitted, and why
     say = around_bars(say)
     for method in cfg.methods:
         cls = probe_class(method)
@@ -395,6 +405,11 @@ def run_transfer(
         for exp in grid[method]:
             bar.begin(f"{method} {exp}")
             units.append((method, exp.tag))
+            train_idx = _subset_index(train_store, exp.train, cfg, cfg.max_train)
+            y = train_store.meta[exp.train_label].to_numpy()[train_idx]
+            why = EMPTY if len(train_idx) == 0 else SINGLE_CLASS if y.min() == y.max() else None
+            if why is not None:  # recorded whether or not the unit is done already
+                skipped.append(skipped_record(method, exp, why, cfg.train_split))
             fp = fingerprint({**base, "method": method, "options": options, "experiment": str(exp)})
             if parts.done(method, exp.tag, fp):
                 say(f"{method} {exp}: done earlier, skipped")
@@ -408,14 +423,8 @@ def run_transfer(
                 "train_label": exp.train_label,
             }
             tests = tests_of(exp)
-            train_idx = _subset_index(train_store, exp.train, cfg, cfg.max_train)
-            y = train_store.meta[exp.train_label].to_numpy()[train_idx]
-            note = ""
-            if len(train_idx) == 0:
-                note = f"training subset {exp.train} of split {cfg.train_split} is empty"
-            elif y.min() == y.max():
-                note = f"training labels {exp.train_label} on {exp.train} hold a single class"
-            if note:
+            if why is not None:
+                note = skipped[-1]["note"]
                 say(f"  skipped: {note}")
                 rows = _nan_rows([(t, m) for t, _, m in tests], settings, num_layers, note)
                 parts.write(method, exp.tag, fp, _finish(rows, ids, settings.fpr), None)
@@ -496,6 +505,7 @@ def run_transfer(
             },
             "fpr": settings.fpr,
             "n_boot": settings.n_boot,
+            "skipped": skipped,
         }
     )
     write_json(out / SUMMARY_JSON, summary)

@@ -21,6 +21,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from quirky.extraction.store import SUBSETS, ActivationStore, open_store, write_store
+    from quirky.extraction.store import ActivationStore, open_store, write_store
+    from quirky.subsets import SUBSETS
 
 __all__ = ["SUBSETS", "ActivationStore", "open_store", "write_store"]

@@ -14,7 +14,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from quirky.errors import QuirkyError
+from quirky.cli_options import (
+    AdapterOption,
+    BatchSizeOption,
+    DatasetOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    require_options,
+)
 
 app = typer.Typer(
     help="Extract hidden states, contrast pairs and LM log-odds of one dataset split into an activation store.",
@@ -27,15 +35,9 @@ console = Console()
 @app.callback()
 def extract_cmd(
     ctx: typer.Context,
-    model: str | None = typer.Option(
-        None, "--model", help="`smollm2`, a hub id, a local model dir or a .gguf file"
-    ),
-    adapter: Path | None = typer.Option(
-        None, "--adapter", help="PEFT adapter directory (merged into the model)"
-    ),
-    dataset: Path | None = typer.Option(
-        None, "--dataset", help="dataset directory (`quirky datasets build`)"
-    ),
+    model: ModelOption[str | None] = None,
+    adapter: AdapterOption[Path | None] = None,
+    dataset: DatasetOption[Path | None] = None,
     split: str = typer.Option("validation", "--split", help="train, validation or test"),
     out: Path | None = typer.Option(None, "--out", help="store directory to write"),
     setup: str = typer.Option(
@@ -45,19 +47,15 @@ def extract_cmd(
     max_examples: int | None = typer.Option(
         None, "--max-examples", help="keep the first N records of the split"
     ),
-    batch_size: int = typer.Option(32, "--batch-size", help="prompts per forward pass"),
+    batch_size: BatchSizeOption[int] = 32,
     chunk_size: int = typer.Option(
         512, "--chunk-size", help="rows per on-disk chunk (the unit of resumption)"
     ),
     store_dtype: str = typer.Option("float16", "--store-dtype", help="float16, bfloat16 or float32 on disk"),
     full_log_odds: bool = typer.Option(False, "--full-log-odds", help="also store multi-token log-odds"),
     truncate: bool = typer.Option(False, "--truncate", help="keep the last tokens of over-long prompts"),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"
-    ),
-    dtype: str | None = typer.Option(
-        None, "--dtype", help="model dtype (default: bf16 on GPU, float32 on CPU)"
-    ),
+    device: DeviceOption[str | None] = None,
+    dtype: DtypeOption[str | None] = None,
     device_map: str | None = typer.Option(
         None, "--device-map", help="`auto` to spread a big model over GPUs"
     ),
@@ -67,9 +65,7 @@ def extract_cmd(
     reuses a finished store with the same fingerprint."""
     if ctx.invoked_subcommand is not None:
         return
-    missing = [name for name, v in (("--model", model), ("--dataset", dataset), ("--out", out)) if v is None]
-    if missing:
-        raise QuirkyError(f"quirky extract needs {', '.join(missing)} (see `quirky extract --help`)")
+    require_options("extract", {"--model": model, "--dataset": dataset, "--out": out})
     assert model is not None and dataset is not None and out is not None
     from quirky.extraction.extract import ExtractSettings, extract
 
@@ -106,7 +102,8 @@ def extract_cmd(
 @app.command("info")
 def info_cmd(path: Path = typer.Argument(..., help="store directory")) -> None:
     """Shapes, subsets and their sizes, and the fingerprint of a store."""
-    from quirky.extraction.store import SUBSETS, open_store
+    from quirky.extraction.store import open_store
+    from quirky.subsets import SUBSETS
 
     store = open_store(path)
     src = store.config.get("source", {})

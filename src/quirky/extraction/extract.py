@@ -477,6 +477,66 @@ def _extract_chunk(
     return {"hiddens": hiddens, "pairs": pairs, "lm_log_odds": lo, "lm_log_odds_full": lo_full}
 
 
+def extraction_source(
+    model: str,
+    adapter: str | Path | None,
+    dataset: str | Path,
+    split: str,
+    *,
+    setup: str = "single",
+    seed: int = 0,
+    max_examples: int | None = None,
+) -> dict[str, Any]:
+    """Where a store's model and rows come from (recorded in its config and fingerprint)."""
+    from quirky.datasets import read_meta
+    from quirky.models import model_identity
+
+    meta = read_meta(dataset)
+    return {
+        "model": model_identity(model, adapter),
+        "dataset": {"name": meta.get("name"), "fingerprint": meta.get("fingerprint")},
+        "split": split,
+        "setup": setup,
+        "seed": seed,
+        "max_examples": max_examples,
+    }
+
+
+def planned_fingerprint(
+    df: pd.DataFrame,
+    source: dict[str, Any],
+    settings: ExtractSettings | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> str:
+    """The fingerprint the store of these inputs will have, computed before any model is loaded (the model's
+    dtype is the one `load_model` picks for `device` unless `dtype` is given)."""
+    from quirky.models.loading import default_device, default_dtype, parse_dtype
+
+    settings = settings or ExtractSettings()
+    model_dtype = parse_dtype(dtype) or default_dtype(torch.device(device) if device else default_device())
+    return store_fingerprint(build_config(df, source, settings, model_dtype))
+
+
+def store_is_current(
+    out: str | Path,
+    df: pd.DataFrame,
+    source: dict[str, Any],
+    settings: ExtractSettings | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> bool:
+    """Whether `out` holds the finished store of exactly these inputs (rows, model, settings, dtype), so that it
+    can be reused without loading the model: the extraction stage's cache decision, for callers that hold
+    several stages' models (`quirky run`)."""
+    info = read_store_json(out) if Path(out).exists() else None
+    return info is not None and info["fingerprint"] == planned_fingerprint(
+        df, source, settings, device=device, dtype=dtype
+    )
+
+
 def extract(
     model: str,
     dataset: str | Path,
@@ -495,27 +555,19 @@ def extract(
     progress: bool = True,
 ) -> ActivationStore:
     """The whole stage: load the templated split and the model, extract, return the opened store."""
-    from quirky.datasets import load_templated, read_meta
-    from quirky.models import load_model, model_identity
-    from quirky.models.loading import default_device, default_dtype, parse_dtype
+    from quirky.datasets import load_templated
+    from quirky.models import load_model
 
     df = load_templated(dataset, split, setup=setup, seed=seed, max_examples=max_examples)
     check_frame(df)
-    meta = read_meta(dataset)
-    source = {
-        "model": model_identity(model, adapter),
-        "dataset": {"name": meta.get("name"), "fingerprint": meta.get("fingerprint")},
-        "split": split,
-        "setup": setup,
-        "seed": seed,
-        "max_examples": max_examples,
-    }
+    source = extraction_source(
+        model, adapter, dataset, split, setup=setup, seed=seed, max_examples=max_examples
+    )
     settings = settings or ExtractSettings()
     settings.check()
-    model_dtype = parse_dtype(dtype) or default_dtype(torch.device(device) if device else default_device())
     reused = _prepare_out(
         Path(out),
-        store_fingerprint(build_config(df, source, settings, model_dtype)),
+        planned_fingerprint(df, source, settings, device=device, dtype=dtype),
         overwrite,
         (dataset, adapter, model),
     )
@@ -527,4 +579,14 @@ def extract(
     )
 
 
-__all__ = ["ExtractSettings", "build_config", "check_frame", "extract", "extract_frame", "partial_dir"]
+__all__ = [
+    "ExtractSettings",
+    "build_config",
+    "check_frame",
+    "extract",
+    "extract_frame",
+    "extraction_source",
+    "partial_dir",
+    "planned_fingerprint",
+    "store_is_current",
+]

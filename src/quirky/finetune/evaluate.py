@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from quirky.errors import QuirkyError
 from quirky.fileio import read_json
 from quirky.finetune.data import EncodedExamples, collate, encode_examples, last_token_logits, pad_id_of
+from quirky.scoring import auroc
 
 METRIC_KEYS: tuple[str, ...] = (
     "loss",
@@ -61,13 +61,6 @@ def score_examples(
     return log_odds, losses
 
 
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC (ties averaged, via scikit-learn); NaN when only one class is present."""
-    if len(np.unique(labels)) < 2:
-        return math.nan
-    return float(roc_auc_score(labels, scores))
-
-
 def summarize(examples: EncodedExamples, log_odds: np.ndarray, losses: np.ndarray) -> dict[str, float]:
     """The evaluation metrics from per-example log-odds and losses.
 
@@ -82,10 +75,10 @@ def summarize(examples: EncodedExamples, log_odds: np.ndarray, losses: np.ndarra
     return {
         "loss": float(np.mean(losses)) if len(losses) else math.nan,
         "alice_acc": acc(alice, examples.alice_label),
-        "alice_auroc": auroc(examples.alice_label[alice], log_odds[alice]),
+        "alice_auroc": auroc(log_odds[alice], examples.alice_label[alice]),
         "bob_acc": acc(bob, examples.bob_label),
-        "bob_auroc": auroc(examples.bob_label[bob], log_odds[bob]),
-        "bob_vs_truth_auroc": auroc(examples.alice_label[bob], log_odds[bob]),
+        "bob_auroc": auroc(log_odds[bob], examples.bob_label[bob]),
+        "bob_vs_truth_auroc": auroc(log_odds[bob], examples.alice_label[bob]),
         "n_alice": int(alice.sum()),
         "n_bob": int(bob.sum()),
     }

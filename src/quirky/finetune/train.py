@@ -56,6 +56,7 @@ from quirky.finetune.lora import add_lora
 from quirky.finetune.model_card import write_model_card
 from quirky.outdir import check_output, hold_output, replace_output
 from quirky.progress import Bar, around_bars
+from quirky.subsets import select_mask
 
 RUN_FILE = "run.json"
 DONE_FILE = "finetune.json"
@@ -83,14 +84,10 @@ class FinetuneResult:
 
 # ------------------------------------------------------------------------------------------------ data
 def select_examples(df: pd.DataFrame, config: FinetuneConfig) -> pd.DataFrame:
-    """Filter a templated frame by persona and difficulty (easy: quantile <= 0.25, hard: >= 0.75, as the original)."""
-    if config.characters != "both":
-        df = df[df["character"] == config.characters]
-    if config.difficulty == "easy":
-        df = df[df["difficulty_quantile"] <= 0.25]
-    elif config.difficulty == "hard":
-        df = df[df["difficulty_quantile"] >= 0.75]
-    return df.reset_index(drop=True)
+    """Filter a templated frame by persona and difficulty (the benchmark's cutoffs: `quirky.subsets`)."""
+    character = None if config.characters == "both" else config.characters
+    difficulty = config.difficulty if config.difficulty in ("easy", "hard") else None
+    return df[select_mask(df, character, difficulty)].reset_index(drop=True)
 
 
 def training_frame(dataset_dir: str | Path, config: FinetuneConfig) -> pd.DataFrame:

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from quirky.errors import QuirkyError
 from quirky.interventions.reflect import LastLayerSite, _unwrap, num_layers, reflect_last_position
 from quirky.models.choices import encode_prompt, first_choice_tokens
+from quirky.scoring import auroc
+from quirky.subsets import EASY, HARD, check_subset, subset_mask
 
 
 def encode_prompts(
@@ -190,11 +192,10 @@ def intervened_log_odds(
 
 
 def auroc_or_none(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """AUROC of `scores` against binary `labels`; None (JSON null) when only one class is present."""
-    labels = np.asarray(labels).astype(int)
-    if labels.min() == labels.max():
-        return None
-    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
+    """AUROC of `scores` against binary `labels` (`quirky.scoring.auroc`); None (JSON null) when only one class
+    is present."""
+    value = auroc(scores, np.asarray(labels).astype(int))
+    return None if math.isnan(value) else value
 
 
 def summarize(
@@ -222,25 +223,13 @@ def summarize(
     }
 
 
-SUBSETS = ("all", "A", "B", "AE", "AH", "BE", "BH")
-
-
 def select_examples(
-    df: Any, subset: str, max_examples: int | None, *, easy: float = 0.25, hard: float = 0.75
+    df: Any, subset: str, max_examples: int | None, *, easy: float = EASY, hard: float = HARD
 ) -> Any:
-    """Rows of a templated split in `subset` (persona A/B, difficulty E/H as the store's masks), first
+    """Rows of a templated split in `subset` (persona A/B, difficulty E/H: `quirky.subsets`), first
     `max_examples` of them (splits are stored in random question order, so a prefix is a random sample)."""
-    if subset not in SUBSETS:
-        raise QuirkyError(f"unknown test subset {subset!r}; choose one of {', '.join(SUBSETS)}")
-    mask = np.ones(len(df), dtype=bool)
-    if subset != "all":
-        mask &= (df["character"] == {"A": "Alice", "B": "Bob"}[subset[0]]).to_numpy()
-        q = df["difficulty_quantile"].to_numpy()
-        if subset[1:] == "E":
-            mask &= q <= easy
-        elif subset[1:] == "H":
-            mask &= q >= hard
-    out = df[mask]
+    check_subset(subset, "test subset")
+    out = df[subset_mask(df, subset, easy, hard)]
     if max_examples is not None:
         if max_examples < 1:
             raise QuirkyError(f"--max-examples must be at least 1, got {max_examples}")

@@ -195,7 +195,7 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         raise QuirkyError(
             "config: [datasets] names is empty; name at least one dataset (see `quirky datasets list`)"
         )
-    from quirky.pipeline.run import model_key
+    from quirky.rundir import model_key
 
     keys = [model_key(m) for m in cfg.models]
     if len(set(keys)) != len(keys):

@@ -23,17 +23,7 @@ from quirky.fileio import read_json, write_json
 from quirky.pipeline.config import RunConfig, config_from_dict
 from quirky.pipeline.executor import run_jobs
 from quirky.progress import Bar, around_bars
-from quirky.report.layout import (
-    ACTIVATIONS,
-    ANOMALY,
-    DATASETS,
-    FINETUNE,
-    INTERVENTIONS,
-    PROBES,
-    RUN_JSON,
-    finetune_key,
-    model_slug,
-)
+from quirky.rundir import DATASETS, JobPaths, RunDir, model_key
 
 Log = Callable[[str], None]
 _VERSIONED = (
@@ -59,45 +49,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def model_key(model: str) -> str:
-    """The model's directory name in the run: a local path gives its last component (`/ckpt/llama` -> `llama`),
-    a hub id its slug (`EleutherAI/pythia-410m` -> `EleutherAI--pythia-410m`)."""
-    path = Path(model).expanduser()
-    return model_slug(path.name) if path.exists() else model_slug(model)
-
-
-@dataclass
-class JobPaths:
-    """Where one (model, dataset) job reads and writes inside the run directory."""
-
-    run: Path
-    model: str
-    dataset: str
-
-    @property
-    def dataset_dir(self) -> Path:
-        return self.run / DATASETS / self.dataset
-
-    @property
-    def finetune_dir(self) -> Path:
-        return self.run / FINETUNE / finetune_key(model_key(self.model), self.dataset)
-
-    @property
-    def activations_dir(self) -> Path:
-        return self.run / ACTIVATIONS / model_key(self.model) / self.dataset
-
-    @property
-    def probes_dir(self) -> Path:
-        return self.run / PROBES / model_key(self.model) / self.dataset
-
-    @property
-    def anomaly_dir(self) -> Path:
-        return self.run / ANOMALY / model_key(self.model) / self.dataset
-
-    def intervention_dir(self, method: str, subset: str) -> Path:
-        return self.run / INTERVENTIONS / model_key(self.model) / self.dataset / f"{method}__{subset}"
 
 
 #: the run's progress line (stage, dataset, model), while `run_pipeline` runs jobs in this process
@@ -149,7 +100,7 @@ def build_datasets(cfg: RunConfig, run_dir: Path, log: Log) -> dict[str, Path]:
     for name in d.names:
         result = build_dataset(
             name,
-            run_dir / DATASETS / name,
+            RunDir(run_dir).dataset_dir(name),
             seed=d.seed,
             n_train=d.n_train,
             n_val=d.n_val,
@@ -185,37 +136,35 @@ def _finetune(cfg: RunConfig, paths: JobPaths, log: Log) -> tuple[str, Path | No
 def _extract(
     cfg: RunConfig, paths: JobPaths, model: str, adapter: Path | None, shared: _SharedModel, log: Log
 ) -> None:
-    """Extract the probe-training and evaluation splits, loading the model only if a store must be computed."""
-    import torch
-
-    from quirky.datasets import load_templated, read_meta
-    from quirky.extraction.extract import ExtractSettings, build_config, check_frame, extract_frame
-    from quirky.extraction.store import read_store_json, store_fingerprint
-    from quirky.models import model_identity
-    from quirky.models.loading import default_device, default_dtype
+    """Extract the probe-training and evaluation splits, loading the model only if a store must be computed
+    (the extraction stage decides: `store_is_current`)."""
+    from quirky.datasets import load_templated
+    from quirky.extraction.extract import (
+        ExtractSettings,
+        check_frame,
+        extract_frame,
+        extraction_source,
+        store_is_current,
+    )
 
     e = cfg.extract
-    meta = read_meta(paths.dataset_dir)
     settings = ExtractSettings(batch_size=e.batch_size)
-    dtype = default_dtype(torch.device(cfg.device) if cfg.device else default_device())
     for split, cap in ((e.train_split, e.max_train_examples), (e.test_split, e.max_test_examples)):
         df = load_templated(
             paths.dataset_dir, split, setup=cfg.datasets.setup, seed=cfg.datasets.seed, max_examples=cap
         )
         check_frame(df)
-        source = {
-            "model": model_identity(model, adapter),
-            "dataset": {"name": meta.get("name"), "fingerprint": meta.get("fingerprint")},
-            "split": split,
-            "setup": cfg.datasets.setup,
-            "seed": cfg.datasets.seed,
-            "max_examples": cap,
-        }
+        source = extraction_source(
+            model,
+            adapter,
+            paths.dataset_dir,
+            split,
+            setup=cfg.datasets.setup,
+            seed=cfg.datasets.seed,
+            max_examples=cap,
+        )
         out = paths.activations_dir / split
-        info = read_store_json(out) if out.exists() else None
-        if info is not None and info["fingerprint"] == store_fingerprint(
-            build_config(df, source, settings, dtype)
-        ):
+        if store_is_current(out, df, source, settings, device=cfg.device):
             log(f"extract {split}: cached")
             continue
         lm, tok = shared.get()
@@ -340,7 +289,8 @@ def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
     """Run every stage for every (model, dataset) pair of `cfg` and write the report; return run.json's content."""
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    previous = read_json(run_dir / RUN_JSON) if (run_dir / RUN_JSON).is_file() else {}
+    run_json = RunDir(run_dir).run_json
+    previous = read_json(run_json) if run_json.is_file() else {}
     record: dict[str, Any] = {
         "config": cfg.to_dict(),
         "versions": package_versions(),
@@ -360,7 +310,7 @@ def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
         record["timings_s"][f"{model_key(r['model'])}/{r['dataset']}"] = r["timings_s"]
         record["cpu_s"][f"{model_key(r['model'])}/{r['dataset']}"] = r["cpu_s"]
     record["jobs"] = [{k: v for k, v in r.items() if k != "probe_summary"} for r in results]
-    write_json(run_dir / RUN_JSON, record)
+    write_json(run_json, record)
 
     from quirky.report.build import build_report
 
@@ -369,7 +319,7 @@ def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
     record["cpu_s"]["run"] = timer.cpu
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record["report"] = str(report.html)
-    write_json(run_dir / RUN_JSON, record)
+    write_json(run_json, record)
     record["results"] = results
     return record
 
@@ -382,7 +332,7 @@ def check_run_dir(cfg: RunConfig) -> None:
     if (
         out.is_dir()
         and any(out.iterdir())
-        and not (out / RUN_JSON).is_file()
+        and not RunDir(out).run_json.is_file()
         and not (out / DATASETS).is_dir()
     ):
         raise QuirkyError(f"{out} is not empty and is not a quirky run directory; choose another `out`")

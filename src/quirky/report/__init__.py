@@ -8,7 +8,7 @@ from quirky._lazy import lazy_exports
 
 _EXPORTS = {
     "quirky.report.build": ("build_report",),
-    "quirky.report.layout": (
+    "quirky.rundir": (
         "discover",
         "finetune_key",
         "model_slug",
@@ -18,6 +18,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from quirky.report.build import build_report
-    from quirky.report.layout import discover, finetune_key, model_slug
+    from quirky.rundir import discover, finetune_key, model_slug
 
 __all__ = ["build_report", "discover", "finetune_key", "model_slug"]

@@ -16,8 +16,8 @@ from quirky.errors import QuirkyError
 from quirky.fileio import write_json
 from quirky.outdir import check_output, replace_output
 from quirky.report.document import Section, render_html, render_markdown
-from quirky.report.layout import discover
 from quirky.report.sections import BUILDERS, clean_json
+from quirky.rundir import discover
 
 HTML = "report.html"
 MARKDOWN = "report.md"

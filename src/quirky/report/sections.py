@@ -21,17 +21,11 @@ from quirky.experiments.probe_run import EIL_CSV, PGR_CSV, ProbeRun
 from quirky.fileio import read_json
 from quirky.report import figures
 from quirky.report.document import Code, Figure, Paragraph, Section, Table
-from quirky.report.layout import RunLayout
+from quirky.rundir import RunLayout
+from quirky.scoring import auroc
+from quirky.subsets import EASY, HARD, SUBSET_NAMES, select_mask
 
-SUBSETS = ("A", "B", "AE", "AH", "BE", "BH")
-SUBSET_NAMES = {
-    "A": "Alice, all",
-    "B": "Bob, all",
-    "AE": "Alice, easy",
-    "AH": "Alice, hard",
-    "BE": "Bob, easy",
-    "BH": "Bob, hard",
-}
+SUBSETS = tuple(SUBSET_NAMES)  # the persona subsets (every subset but `all`)
 
 SectionResult = tuple[Section, dict[str, Any]]
 
@@ -109,6 +103,24 @@ def appendix(run: RunLayout) -> SectionResult:
 
 
 # --------------------------------------------------------------------------------------------------- datasets
+def _cutoff(q: float) -> str:
+    return f"{q:.2f}".removeprefix("0")  # 0.25 -> ".25"
+
+
+def _split_counts(df: pd.DataFrame) -> dict[str, Any]:
+    """Records, personas, difficulty quartiles (`quirky.subsets`' cutoffs) and label balance of one split."""
+    alice = select_mask(df, "Alice")
+    return {
+        "records": len(df),
+        "Alice": int(alice.sum()),
+        "Bob": int((~alice).sum()),
+        f"easy (q≤{_cutoff(EASY)})": int(select_mask(df, difficulty="easy").sum()),
+        f"hard (q≥{_cutoff(HARD)})": int(select_mask(df, difficulty="hard").sum()),
+        "Alice label true": float(df["alice_label"].mean()),
+        "Alice≠Bob": float((df["alice_label"] != df["bob_label"]).mean()),
+    }
+
+
 def datasets(run: RunLayout, n_examples: int = 2) -> SectionResult:
     """Split sizes, the Alice x Bob label crosstab, persona/difficulty counts and example prompts."""
     if not run.datasets:
@@ -123,21 +135,7 @@ def datasets(run: RunLayout, n_examples: int = 2) -> SectionResult:
         entry: dict[str, Any] = {"fingerprint": meta.get("fingerprint"), "options": meta.get("options")}
         frames = {s: load_split(path, s) for s in SPLITS if (path / f"{s}.parquet").is_file()}
         for split, df in frames.items():
-            alice = df["character"] == "Alice"
-            q = df["difficulty_quantile"]
-            size_rows.append(
-                {
-                    "dataset": name,
-                    "split": split,
-                    "records": len(df),
-                    "Alice": int(alice.sum()),
-                    "Bob": int((~alice).sum()),
-                    "easy (q≤.25)": int((q <= 0.25).sum()),
-                    "hard (q≥.75)": int((q >= 0.75).sum()),
-                    "Alice label true": float(df["alice_label"].mean()),
-                    "Alice≠Bob": float((df["alice_label"] != df["bob_label"]).mean()),
-                }
-            )
+            size_rows.append({"dataset": name, "split": split, **_split_counts(df)})
         if frames:
             every = pd.concat(frames.values(), ignore_index=True)
             for a in (True, False):
@@ -222,14 +220,6 @@ _FINAL_KEYS = ("step", "loss", "alice_acc", "alice_auroc", "bob_acc", "bob_auroc
 
 
 # --------------------------------------------------------------------------------------------------- LM accuracy
-def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    if len(labels) == 0 or labels.min() == labels.max():
-        return math.nan
-    return float(roc_auc_score(labels, scores))
-
-
 def _lm_result_rows(run: RunLayout) -> pd.DataFrame:
     """The probe stage's rows for the LM's own log-odds (method `lm`: AUROC and accuracy with bootstrap CIs per
     test subset), from results.parquet (in a results archive, its trimmed copy)."""
@@ -356,8 +346,8 @@ def lm_accuracy(run: RunLayout, split: str = "test") -> SectionResult:
                         "subset": subset,
                         "n": int(mask.sum()),
                         "accuracy": float(np.mean((s > 0) == (own == 1))) if mask.any() else math.nan,
-                        "AUROC (persona label)": _auroc(s, own),
-                        "AUROC (truth)": _auroc(s, alice),
+                        "AUROC (persona label)": auroc(s, own),
+                        "AUROC (truth)": auroc(s, alice),
                     }
                 )
         table = pd.DataFrame(rows)
@@ -373,7 +363,7 @@ def lm_accuracy(run: RunLayout, split: str = "test") -> SectionResult:
                     title=f"LM answer accuracy on the {split} split",
                 ),
                 "Accuracy of the LM's answer (first-token log-odds > 0) against the label of the persona in the "
-                "prompt, by persona and difficulty quartile (easy: difficulty quantile ≤ 0.25, hard: ≥ 0.75).",
+                f"prompt, by persona and difficulty quartile (easy: difficulty quantile ≤ {EASY:g}, hard: ≥ {HARD:g}).",
             )
         )
         sec.blocks.append(Table(table.drop(columns=["run"]), "LM accuracy and AUROC per subset"))

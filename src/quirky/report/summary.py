@@ -23,8 +23,8 @@ from quirky.fileio import read_json
 from quirky.report import figures
 from quirky.report import paper_numbers as paper
 from quirky.report.document import Figure, Paragraph, Section, Table
-from quirky.report.layout import RunLayout
 from quirky.report.sections import probe_curve_figure, probe_results, probe_tables
+from quirky.rundir import RunLayout
 
 SectionResult = tuple[Section, dict[str, Any]]
 

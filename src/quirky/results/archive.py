@@ -19,7 +19,7 @@ import pandas as pd
 from quirky.errors import QuirkyError
 from quirky.experiments.probe_run import RESULTS, SMALL_FILES, ProbeRun
 from quirky.fileio import read_json, write_json
-from quirky.report.layout import ANOMALY, DATASETS, FINETUNE, PROBES, RUN_JSON, RunLayout, discover
+from quirky.rundir import FINETUNE, RunDir, RunLayout, discover
 
 #: The marker that says a directory is a results archive written by `collect` (the only kind it overwrites).
 MARKER = "results-archive.json"
@@ -57,18 +57,19 @@ def collect(
             shutil.copyfile(src, out / rel)
             copied.append(rel.as_posix())
 
-    keep(run.run_json, Path(RUN_JSON))
+    archived = RunDir(Path())  # the archive's layout is the run's, relative to `out`
+    keep(run.run_json, archived.run_json)
     for name, path in run.datasets.items():
-        keep(path / "dataset.json", Path(DATASETS, name, "dataset.json"))
+        keep(path / "dataset.json", archived.dataset_dir(name) / "dataset.json")
     for path in run.finetune.values():
         if not (
             path / "finetune.json"
         ).is_file():  # unfinished (or replaced) finetuning: nothing to quote yet
             continue
         for f in _FINETUNE_FILES:
-            keep(path / f, Path(FINETUNE, path.name, f))
+            keep(path / f, Path(FINETUNE, path.name, f))  # the run's own directory name
     for (model, dataset), path in run.probes.items():
-        rel = Path(PROBES, model, dataset)
+        rel = archived.probes_dir(model, dataset)
         for f in SMALL_FILES:
             keep(path / f, rel / f)
         rows = ProbeRun(path).results()
@@ -79,9 +80,12 @@ def collect(
             rows.reset_index(drop=True).to_parquet(out / rel / RESULT_ROWS, index=False)
             copied.append((rel / RESULT_ROWS).as_posix())
     for (model, dataset), path in run.anomaly.items():
-        keep(path / "anomaly.json", Path(ANOMALY, model, dataset, "anomaly.json"))
+        keep(path / "anomaly.json", archived.anomaly_dir(model, dataset) / "anomaly.json")
     for (model, dataset, name), path in run.interventions.items():
-        keep(path / "interventions.json", Path("interventions", model, dataset, name, "interventions.json"))
+        keep(
+            path / "interventions.json",
+            archived.interventions_dir(model, dataset, name) / "interventions.json",
+        )
     resources = parse_time_log(time_log) if time_log is not None else None
     if resources is not None:
         write_json(out / "resources.json", resources)
