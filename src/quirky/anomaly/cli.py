@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quirky.anomaly.defaults import DEFAULT_DETECTORS
+from quirky.cli_options import ActivationsOption
 
 app = typer.Typer(
     help="Flag Bob's (untruthful) examples from a probe run, fitting detectors on trusted Alice-easy data only.",
@@ -48,9 +49,7 @@ def anomaly(
     layer: int | None = typer.Option(
         None, "--layer", help="layer of the hidden states for `mahalanobis` (default: the AE probe's EIL)"
     ),
-    activations: Path | None = typer.Option(
-        None, "--activations", help="activation stores of the probe run (default: the recorded path)"
-    ),
+    activations: ActivationsOption[Path | None] = None,
     n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for the AUROC CI"),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and of IsolationForest"),
 ) -> None:

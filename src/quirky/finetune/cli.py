@@ -11,13 +11,18 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
+from quirky.cli_options import DatasetOption, QuietOption, require_options
 from quirky.errors import QuirkyError
 from quirky.fileio import write_json
 from quirky.finetune.config import PRESETS, preset_config
+
+if TYPE_CHECKING:
+    from quirky.finetune.train import FinetuneResult
 
 app = typer.Typer(
     help="Make a model quirky: LoRA or full finetuning on a quirky dataset (and evaluate it).",
@@ -42,9 +47,7 @@ def finetune_cmd(
     model: str | None = typer.Option(
         None, "--model", help="model: `smollm2`, a directory, a .gguf file or a hub id"
     ),
-    dataset: Path | None = typer.Option(
-        None, "--dataset", help="dataset directory (`quirky datasets build`)"
-    ),
+    dataset: DatasetOption[Path | None] = None,
     out: Path | None = typer.Option(None, "--out", help="run directory (adapter, metrics, checkpoints)"),
     preset: str | None = typer.Option(None, "--preset", help=f"named recipe: {', '.join(PRESETS)}"),
     setup: str | None = typer.Option(
@@ -82,21 +85,13 @@ def finetune_cmd(
     merge: bool = typer.Option(False, "--merge", help="also write merged weights to OUT/merged"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a different run in --out"),
     stop_after: int | None = typer.Option(None, "--stop-after", help="stop after N steps (resume later)"),
-    quiet: bool = typer.Option(
-        False,
-        "--quiet",
-        "-q",
-        help="no progress bar (log lines are kept); also off when stderr is not a terminal",
-    ),
+    quiet: QuietOption[bool] = False,
 ) -> None:
     """Finetune MODEL on a quirky dataset (LoRA by default); rerun the same command to resume."""
     if ctx.invoked_subcommand is not None:
         return
-    missing = [
-        name for name, value in (("--model", model), ("--dataset", dataset), ("--out", out)) if value is None
-    ]
-    if missing:
-        raise QuirkyError(f"quirky finetune needs {', '.join(missing)} (see `quirky finetune --help`)")
+    require_options("finetune", {"--model": model, "--dataset": dataset, "--out": out})
+    assert model is not None and dataset is not None and out is not None
     from quirky.finetune.train import finetune
     from quirky.progress import set_quiet
 
@@ -129,7 +124,6 @@ def finetune_cmd(
         dtype=dtype,
         gradient_checkpointing=gradient_checkpointing or None,
     )
-    assert model is not None and dataset is not None and out is not None
     result = finetune(
         model,
         dataset,
@@ -140,6 +134,12 @@ def finetune_cmd(
         stop_after=stop_after,
         log=console.print,
     )
+    _print_result(result, out)
+
+
+def _print_result(result: FinetuneResult, out: Path) -> None:
+    """The final metrics as one JSON line (for scripts), on the main process only, so a multi-GPU run prints
+    them once."""
     if not result.main_process:
         return
     if result.status == "cached":

@@ -11,6 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from quirky.cli_options import (
+    ActivationsOption,
+    AdapterOption,
+    BatchSizeOption,
+    DatasetOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+)
 from quirky.errors import QuirkyError
 
 app = typer.Typer(
@@ -52,12 +61,10 @@ def _fmt(x: object) -> str:
 
 @app.callback(invoke_without_command=True, context_settings={"allow_interspersed_args": True})
 def intervene(
-    model: str = typer.Option(..., "--model", help="`smollm2`, a hub id, a local model dir or a .gguf file"),
-    adapter: Path | None = typer.Option(
-        None, "--adapter", help="PEFT adapter directory (merged into the model)"
-    ),
+    model: ModelOption[str],
+    adapter: AdapterOption[Path | None] = None,
     probes: Path = typer.Option(..., "--probes", help="probe output directory (`quirky probe --out`)"),
-    dataset: Path = typer.Option(..., "--dataset", help="dataset directory (`quirky datasets build`)"),
+    dataset: DatasetOption[Path] = ...,
     out: Path = typer.Option(..., "--out", help="output directory (interventions.json, log_odds.parquet)"),
     layers: str | None = typer.Option(None, "--layers", help="'all' (default), '0,4,8', '0-11' or '0-23:2'"),
     method: str = typer.Option("mean-diff", "--method", help="probe method: mean-diff, lr, lda, or random"),
@@ -70,20 +77,14 @@ def intervene(
     split: str = typer.Option("test", "--split", help="dataset split of the test examples"),
     setup: str | None = typer.Option(None, "--setup", help="template setup (default: the probe's)"),
     max_examples: int = typer.Option(300, "--max-examples", help="test examples (first N of the subset)"),
-    batch_size: int = typer.Option(16, "--batch-size", help="prompts per forward pass"),
+    batch_size: BatchSizeOption[int] = 16,
     last_layer: str = typer.Option(
         "post-norm", "--last-layer", help="hook the last layer after the final norm (post-norm) or before it"
     ),
-    activations: Path | None = typer.Option(
-        None, "--activations", help="activation stores of the probe run (default: the recorded path)"
-    ),
+    activations: ActivationsOption[Path | None] = None,
     seed: int = typer.Option(0, "--seed", help="template seed, and the random direction's seed"),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"
-    ),
-    dtype: str | None = typer.Option(
-        None, "--dtype", help="model dtype (default: bf16 on GPU, float32 on CPU)"
-    ),
+    device: DeviceOption[str | None] = None,
+    dtype: DtypeOption[str | None] = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="replace results made with other settings"),
 ) -> None:
     """For each layer, reflect the last prompt token's state across the probe direction through the training mean

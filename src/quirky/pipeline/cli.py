@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from quirky.cli_options import QuietOption
+
 console = Console()
 
 
@@ -23,12 +25,7 @@ def run_cmd(
         "--datasets",
         help="run only these of the config's datasets, comma-separated (the others' results are kept)",
     ),
-    quiet: bool = typer.Option(
-        False,
-        "--quiet",
-        "-q",
-        help="no progress bar (log lines are kept); also off when stderr is not a terminal",
-    ),
+    quiet: QuietOption[bool] = False,
 ) -> None:
     """Run the whole pipeline for every (model, dataset) of CONFIG; finished stages are reused."""
     from quirky.pipeline.config import load_config
@@ -60,12 +57,7 @@ def demo_cmd(
     dataset: str = typer.Option(
         "hemisphere", "--dataset", help="hemisphere (reaches LM AUROC >= 0.9 on a CPU) or addition"
     ),
-    quiet: bool = typer.Option(
-        False,
-        "--quiet",
-        "-q",
-        help="no progress bar (log lines are kept); also off when stderr is not a terminal",
-    ),
+    quiet: QuietOption[bool] = False,
 ) -> None:
     """The demo: make SmolLM2-135M quirky (CPU), extract, probe, detect anomalies, intervene, report."""
     from quirky.pipeline.demo import demo_config
