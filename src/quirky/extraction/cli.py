@@ -102,7 +102,8 @@ def extract_cmd(
 @app.command("info")
 def info_cmd(path: Path = typer.Argument(..., help="store directory")) -> None:
     """Shapes, subsets and their sizes, and the fingerprint of a store."""
-    from quirky.extraction.store import SUBSETS, open_store
+    from quirky.extraction.store import open_store
+    from quirky.subsets import SUBSETS
 
     store = open_store(path)
     src = store.config.get("source", {})
