@@ -43,6 +43,7 @@ from quirky.fileio import (
     safetensors_problem,
     write_json,
 )
+from quirky.subsets import EASY, HARD, SUBSETS, subset_mask  # noqa: F401 (SUBSETS re-exported)
 
 STORE_FORMAT = "quirky-activation-store"
 STORE_VERSION = 1
@@ -50,7 +51,6 @@ STORE_JSON = "store.json"
 MANIFEST = "manifest.parquet"
 
 META_COLUMNS = ("id", "character", "label", "alice_label", "bob_label", "difficulty_quantile", "template")
-SUBSETS = ("all", "A", "B", "AE", "AH", "BE", "BH")
 STORAGE_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
@@ -350,24 +350,9 @@ class ActivationStore:
                 out[a:b] = f.get_tensor(key).to(torch.float32)
         return out
 
-    def mask(self, subset: str, easy: float = 0.25, hard: float = 0.75) -> np.ndarray:
-        """Boolean row mask for a persona/difficulty subset: all, A, B, AE, AH, BE, BH.
-
-        A/B select Alice's/Bob's rows; E keeps difficulty_quantile <= `easy`, H keeps >= `hard`.
-        """
-        if subset not in SUBSETS:
-            raise QuirkyError(f"unknown subset {subset!r}; choose one of {', '.join(SUBSETS)}")
-        m = np.ones(self.n, dtype=bool)
-        if subset == "all":
-            return m
-        character = {"A": "Alice", "B": "Bob"}[subset[0]]
-        m &= (self.meta["character"] == character).to_numpy()
-        q = self.meta["difficulty_quantile"].to_numpy()
-        if subset[1:] == "E":
-            m &= q <= easy
-        elif subset[1:] == "H":
-            m &= q >= hard
-        return m
+    def mask(self, subset: str, easy: float = EASY, hard: float = HARD) -> np.ndarray:
+        """Boolean row mask for a persona/difficulty subset (all, A, B, AE, AH, BE, BH): `quirky.subsets`'s rule."""
+        return subset_mask(self.meta, subset, easy, hard)
 
 
 def open_store(path: str | os.PathLike[str]) -> ActivationStore:
