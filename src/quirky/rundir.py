@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quirky.anomaly.output import AnomalyOutput
 from quirky.errors import QuirkyError
+from quirky.interventions.output import InterventionOutput
 
 RUN_JSON = "run.json"
 DATASETS = "datasets"
@@ -214,12 +216,12 @@ def discover(root: str | os.PathLike[str]) -> RunLayout:
             layout.probes[(m.name, ds.name)] = ds
     for m in _subdirs(root / ANOMALY):
         for ds in _subdirs(m):
-            if (ds / "anomaly.json").is_file():
+            if AnomalyOutput.exists(ds):
                 layout.anomaly[(m.name, ds.name)] = ds
     for m in _subdirs(root / INTERVENTIONS):
         for ds in _subdirs(m):
             for run in _subdirs(ds):
-                if (run / "interventions.json").is_file():
+                if InterventionOutput.exists(run):
                     layout.interventions[(m.name, ds.name, run.name)] = run
     if not RunDir(root).is_run():
         raise QuirkyError(

@@ -21,6 +21,7 @@ from quirky.anomaly.defaults import DEFAULT_DETECTORS
 from quirky.anomaly.detectors import DETECTOR_FEATURES
 from quirky.anomaly.experiment import evaluate_detector, exclusion_reason
 from quirky.anomaly.inputs import hidden_features, probe_score_features, skip_reason
+from quirky.anomaly.output import RESULT_JSON, SCORES
 from quirky.errors import QuirkyError
 from quirky.experiments.probe_run import ProbeRun
 from quirky.fileio import fingerprint, read_json, write_json
@@ -28,8 +29,6 @@ from quirky.outdir import check_output, replace_output
 
 log = logging.getLogger(__name__)
 
-RESULT_JSON = "anomaly.json"
-SCORES = "scores.parquet"
 HIDDENS_METHOD = "hiddens"  # the `method` of detectors on raw hidden states (they use no probe)
 
 

@@ -26,14 +26,12 @@ from quirky.interventions.experiment import (
     select_examples,
     summarize,
 )
+from quirky.interventions.output import LOG_ODDS, RESULT_JSON
 from quirky.interventions.probe_source import ProbeDirection, load_probe_direction
 from quirky.interventions.reflect import LastLayerSite, num_layers
 from quirky.outdir import check_output, hold_output, replace_output
 
 log = logging.getLogger(__name__)
-
-RESULT_JSON = "interventions.json"
-LOG_ODDS = "log_odds.parquet"
 
 
 def _pad_id(tokenizer: Any) -> int:

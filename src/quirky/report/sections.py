@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 import quirky
+from quirky.anomaly.output import AnomalyOutput
 from quirky.errors import QuirkyError
 from quirky.experiments.probe_run import EIL_CSV, PGR_CSV, ProbeRun
 from quirky.fileio import read_json
+from quirky.interventions.output import InterventionOutput
 from quirky.report import figures
 from quirky.report.document import Code, Figure, Paragraph, Section, Table
 from quirky.rundir import RunLayout
@@ -666,9 +668,9 @@ def anomaly(run: RunLayout) -> SectionResult:
     sec = Section("anomaly", "Mechanistic anomaly detection")
     rows, excluded, skipped, score_frames = [], [], [], []
     for (model, dataset), path in sorted(run.anomaly.items()):
-        doc = read_json(path / "anomaly.json")
-        skipped += [f"{model}/{dataset} {s['method']}: {s['reason']}" for s in doc.get("skipped", [])]
-        for r in doc.get("results", []):
+        output = AnomalyOutput.open(path)
+        skipped += [f"{model}/{dataset} {s['method']}: {s['reason']}" for s in output.skipped]
+        for r in output.results:
             ci = r.get("auroc_ci") or [None, None]
             recall = r.get("recall_at_fpr") or {}
             row = {
@@ -688,9 +690,8 @@ def anomaly(run: RunLayout) -> SectionResult:
             rows.append(row)
             if r.get("excluded"):
                 excluded.append(f"{model}/{dataset}: {r.get('exclusion_reason')}")
-        scores_file = path / "scores.parquet"
-        if scores_file.is_file():
-            sf = pd.read_parquet(scores_file)
+        sf = output.scores()
+        if sf is not None:
             score_frames.append(sf.assign(model=model, dataset=dataset))
     table = pd.DataFrame(rows)
     if table.empty:
@@ -792,19 +793,19 @@ def interventions(run: RunLayout) -> SectionResult:
     sec = Section("interventions", "Interventions")
     rows, refs, summary = [], {}, []
     for (model, dataset, name), path in sorted(run.interventions.items()):
-        doc = read_json(path / "interventions.json")
-        cfg = doc.get("config", {})
+        output = InterventionOutput.open(path)
+        cfg = output.config
         total = cfg.get("num_layers")
         desc = name
         if cfg.get("method") and cfg.get("train_subset"):
             desc = f"{cfg['method']} probe on {cfg['train_subset']}, tested on {cfg.get('test_subset', '?')}"
         panel = f"{dataset}: {desc}" + (f" ({model})" if len(run.models()) > 1 else "")
-        clean = doc.get("clean", {})
+        clean = output.clean
         refs[panel] = [
             ("clean, vs Alice", clean.get("auroc_alice"), "intervened, vs Alice"),
             ("clean, vs Bob", clean.get("auroc_bob"), "intervened, vs Bob"),
         ]
-        for r in doc.get("layers", []):
+        for r in output.layers:
             x = (r["layer"] + 1) / total if total else r["layer"]
             for who in ("alice", "bob"):
                 rows.append(
@@ -819,10 +820,7 @@ def interventions(run: RunLayout) -> SectionResult:
     frame = pd.DataFrame(rows).astype({"y": float})
     xlabel = (
         "layer (fraction of depth)"
-        if all(
-            read_json(p / "interventions.json").get("config", {}).get("num_layers")
-            for p in run.interventions.values()
-        )
+        if all(InterventionOutput.open(p).config.get("num_layers") for p in run.interventions.values())
         else "layer"
     )
     sec.blocks.append(

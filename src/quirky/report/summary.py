@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from quirky.anomaly.output import AnomalyOutput
 from quirky.experiments.probe_run import ProbeRun
-from quirky.fileio import read_json
 from quirky.report import figures
 from quirky.report import paper_numbers as paper
 from quirky.report.document import Figure, Paragraph, Section, Table
@@ -89,7 +89,7 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
         job: dict[str, Any] = {"probe_summary": probe_run.summary}
         anomaly_dir = run.anomaly.get((model, dataset))
         if anomaly_dir is not None:
-            job["anomaly_summary"] = read_json(anomaly_dir / "anomaly.json").get("summary")
+            job["anomaly_summary"] = AnomalyOutput.open(anomaly_dir).summary
         h = headlines(job)
         rows.append(
             {
@@ -245,7 +245,7 @@ def anomaly_vs_paper(run: RunLayout) -> pd.DataFrame:
     """Mean AUROC of the paper's detector per probe method over the non-excluded (model, dataset) runs."""
     rows = []
     for (model, dataset), path in sorted(run.anomaly.items()):
-        for r in read_json(path / "anomaly.json").get("results", []):
+        for r in AnomalyOutput.open(path).results:
             if r.get("detector") == paper.ANOMALY_DETECTOR and not r.get("excluded"):
                 rows.append(
                     {"model": model, "dataset": dataset, "method": r["method"], "auroc": r.get("auroc")}

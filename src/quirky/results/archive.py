@@ -16,9 +16,11 @@ from typing import Any
 
 import pandas as pd
 
+from quirky.anomaly import output as anomaly_output
 from quirky.errors import QuirkyError
 from quirky.experiments.probe_run import RESULTS, SMALL_FILES, ProbeRun
 from quirky.fileio import read_json, write_json
+from quirky.interventions import output as intervention_output
 from quirky.rundir import FINETUNE, RunDir, RunLayout, discover
 
 #: The marker that says a directory is a results archive written by `collect` (the only kind it overwrites).
@@ -80,12 +82,11 @@ def collect(
             rows.reset_index(drop=True).to_parquet(out / rel / RESULT_ROWS, index=False)
             copied.append((rel / RESULT_ROWS).as_posix())
     for (model, dataset), path in run.anomaly.items():
-        keep(path / "anomaly.json", archived.anomaly_dir(model, dataset) / "anomaly.json")
+        for f in anomaly_output.ARCHIVED:
+            keep(path / f, archived.anomaly_dir(model, dataset) / f)
     for (model, dataset, name), path in run.interventions.items():
-        keep(
-            path / "interventions.json",
-            archived.interventions_dir(model, dataset, name) / "interventions.json",
-        )
+        for f in intervention_output.ARCHIVED:
+            keep(path / f, archived.interventions_dir(model, dataset, name) / f)
     resources = parse_time_log(time_log) if time_log is not None else None
     if resources is not None:
         write_json(out / "resources.json", resources)
@@ -160,7 +161,7 @@ class Archive:
     def anomaly_results(self) -> pd.DataFrame:
         rows = []
         for _, path in sorted(self.layout.anomaly.items()):
-            for r in read_json(path / "anomaly.json")["results"]:
+            for r in anomaly_output.AnomalyOutput.open(path).results:
                 rows.append({k: v for k, v in r.items() if k != "source"})
         return pd.DataFrame(rows)
 
