@@ -7,12 +7,9 @@ pandas only), so the report can read results without loading the detectors' libr
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from quirky.fileio import read_json
+from quirky.stage_output import JsonOutput
 
 RESULT_JSON = "anomaly.json"
 SCORES = "scores.parquet"
@@ -20,21 +17,10 @@ SCORES = "scores.parquet"
 ARCHIVED = (RESULT_JSON,)
 
 
-@dataclass
-class AnomalyOutput:
+class AnomalyOutput(JsonOutput):
     """One finished anomaly output: `doc` is anomaly.json (config, fingerprint, results, skipped, summary)."""
 
-    path: Path
-    doc: dict[str, Any]
-
-    @staticmethod
-    def exists(path: str | os.PathLike[str]) -> bool:
-        return (Path(path) / RESULT_JSON).is_file()
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> AnomalyOutput:
-        path = Path(path)
-        return cls(path=path, doc=read_json(path / RESULT_JSON))
+    RESULT_JSON: ClassVar[str] = RESULT_JSON
 
     @property
     def results(self) -> list[dict[str, Any]]:

@@ -7,12 +7,9 @@ them through `InterventionOutput`, never by file name.  No torch import: reading
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from quirky.fileio import read_json
+from quirky.stage_output import JsonOutput
 
 RESULT_JSON = "interventions.json"
 LOG_ODDS = "log_odds.parquet"
@@ -20,21 +17,10 @@ LOG_ODDS = "log_odds.parquet"
 ARCHIVED = (RESULT_JSON,)
 
 
-@dataclass
-class InterventionOutput:
+class InterventionOutput(JsonOutput):
     """One finished intervention output: `doc` is interventions.json (config, clean, layers, ...)."""
 
-    path: Path
-    doc: dict[str, Any]
-
-    @staticmethod
-    def exists(path: str | os.PathLike[str]) -> bool:
-        return (Path(path) / RESULT_JSON).is_file()
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> InterventionOutput:
-        path = Path(path)
-        return cls(path=path, doc=read_json(path / RESULT_JSON))
+    RESULT_JSON: ClassVar[str] = RESULT_JSON
 
     @property
     def config(self) -> dict[str, Any]:
