@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from bench_probe_stage import measure_process  # this folder is on sys.path when the script runs
 
 SIZES: dict[str, tuple[int, int, int, int]] = {
     "tiny": (400, 200, 2, 64),  # a smoke test of the script itself
@@ -104,17 +104,11 @@ def run_probe(act: Path, out: Path, method: str, n_boot: int, threads: int) -> d
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "QUIRKY_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "quirky.cli", "probe", "--activations", str(act), "--out", str(out)]
     cmd += ["--methods", method, "--n-boot", str(n_boot), "--device", "cpu", "-q"]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"quirky probe --methods {method} failed:\n{err[-3000:]}")
+    res = measure_process(cmd, env, f"quirky probe --methods {method}")
     return {
-        "wall_s": round(wall, 2),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "wall_s": round(res["wall_s"], 2),
+        "cpu_s": round(res["cpu_user_s"] + res["cpu_sys_s"], 2),
+        "peak_rss_mb": round(res["peak_rss_mb"]),
     }
 
 

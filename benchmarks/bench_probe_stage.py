@@ -45,13 +45,20 @@ def run_stage(src: Path, activations: Path, out: Path, args: argparse.Namespace)
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(args.threads)}
     cmd = [sys.executable, "-m", "quirky.cli", "probe", "--activations", str(activations), "--out", str(out)]
     cmd += ["--n-boot", str(args.n_boot), "--device", "cpu", "-q", *args.extra]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"quirky probe failed ({src}):\n{err[-3000:]}")
+    return measure_process(cmd, env, f"quirky probe ({src})")
+
+
+def measure_process(cmd: list[str], env: dict[str, str], what: str) -> dict[str, float]:
+    """Run `cmd` to completion: its wall time, CPU time and peak RSS (`os.wait4`: that child alone).  stderr
+    goes to a temporary file, not a pipe, so a chatty child cannot block on a full pipe before it is waited for."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise SystemExit(f"{what} failed:\n{err.read().decode(errors='replace')[-3000:]}")
     return {
         "wall_s": wall,
         "cpu_user_s": usage.ru_utime,
