@@ -792,10 +792,12 @@ def interventions(run: RunLayout) -> SectionResult:
         )
     sec = Section("interventions", "Interventions")
     rows, refs, summary = [], {}, []
+    depth_known = True  # every run records its layer count: plot layers as a fraction of depth
     for (model, dataset, name), path in sorted(run.interventions.items()):
         output = InterventionOutput.open(path)
         cfg = output.config
         total = cfg.get("num_layers")
+        depth_known = depth_known and bool(total)
         desc = name
         if cfg.get("method") and cfg.get("train_subset"):
             desc = f"{cfg['method']} probe on {cfg['train_subset']}, tested on {cfg.get('test_subset', '?')}"
@@ -818,11 +820,7 @@ def interventions(run: RunLayout) -> SectionResult:
                 )
             summary.append({"model": model, "dataset": dataset, "run": name, **r})
     frame = pd.DataFrame(rows).astype({"y": float})
-    xlabel = (
-        "layer (fraction of depth)"
-        if all(InterventionOutput.open(p).config.get("num_layers") for p in run.interventions.values())
-        else "layer"
-    )
+    xlabel = "layer (fraction of depth)" if depth_known else "layer"
     sec.blocks.append(
         Paragraph(
             "At one layer at a time, the last prompt token's residual state is reflected across the probe's "
