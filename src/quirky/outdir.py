@@ -29,6 +29,7 @@ from typing import Any
 
 from quirky.errors import QuirkyError
 from quirky.fileio import drop_temporaries, recover_swap, swap_in
+from quirky.finetune import output as finetune_output
 
 MARKER = ".quirky-output.json"
 
@@ -47,28 +48,6 @@ class Kind:
 # Names a command's helpers leave while writing: atomic-file temporaries and crash-safe swap leftovers.
 _TRANSIENT = (".*.tmp", ".*.old", MARKER)
 
-_FINETUNE_FILES = (
-    "run.json",
-    "finetune.json",
-    "training_config.json",
-    "metrics.json",
-    "metrics.csv",
-    "timing.json",
-    "checkpoints",
-    "merged",
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "config.json",
-    "generation_config.json",
-    "model*.safetensors",
-    "model.safetensors.index.json",
-    "tokenizer*",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "README.md",
-)
 #: The finished tables and summary of a probe output (removed before its run.json changes).
 PROBE_TABLES = (
     "summary.json",
@@ -115,8 +94,8 @@ KINDS: dict[str, Kind] = {
     "finetune": Kind(
         command="quirky finetune",
         noun="a finetuning run",
-        signature=("finetune.json", "run.json"),
-        owned=_FINETUNE_FILES,
+        signature=finetune_output.SIGNATURE,
+        owned=finetune_output.OWNED,
     ),
     "probe": Kind(command="quirky probe", noun="a probe output", signature=("run.json",), owned=_PROBE_FILES),
 }

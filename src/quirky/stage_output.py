@@ -1,4 +1,4 @@
-"""The common shape of a stage output whose result is one JSON document (anomaly, interventions).
+"""The common shape of a stage output whose result is one JSON document (anomaly, interventions, finetuning).
 
 The stage that writes such an output also owns its reader, a subclass naming the document (`RESULT_JSON`) and
 giving typed access to its parts; other stages and the report open it through that reader, never by file name.

@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from quirky.errors import QuirkyError
 from quirky.fileio import atomic_dir, read_json
+from quirky.finetune.output import CHECKPOINTS
 
-CHECKPOINTS = "checkpoints"
 WEIGHTS = "trainable.safetensors"
 STATE = "state.pt"
 META = "checkpoint.json"

@@ -18,6 +18,7 @@ import torch
 from quirky.errors import QuirkyError
 from quirky.fileio import read_json
 from quirky.finetune.data import EncodedExamples, collate, encode_examples, last_token_logits, pad_id_of
+from quirky.finetune.output import CONFIG_FILE
 from quirky.scoring import auroc
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -140,7 +141,7 @@ def evaluate_model(
 def _trained_setup(adapter: str | Path | None) -> str | None:
     if adapter is None:
         return None
-    config_file = Path(adapter).expanduser() / "training_config.json"
+    config_file = Path(adapter).expanduser() / CONFIG_FILE
     if not config_file.is_file():
         return None
     return str(read_json(config_file).get("config", {}).get("setup") or "") or None

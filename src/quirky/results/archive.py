@@ -20,6 +20,7 @@ from quirky.anomaly import output as anomaly_output
 from quirky.errors import QuirkyError
 from quirky.experiments.probe_run import RESULTS, SMALL_FILES, ProbeRun
 from quirky.fileio import read_json, write_json
+from quirky.finetune.output import FinetuneOutput
 from quirky.interventions import output as intervention_output
 from quirky.rundir import FINETUNE, RunDir, RunLayout, discover
 
@@ -30,7 +31,6 @@ MARKER = "results-archive.json"
 #: filters and label columns would multiply the archive's size by nine and no table reads them.
 RESULT_ROWS = RESULTS
 TRIM = "filter == all and (label_col == alice_label or method == lm)"
-_FINETUNE_FILES = ("metrics.json", "finetune.json", "training_config.json", "timing.json", "README.md")
 _TIME_FIELDS = {
     "User time (seconds)": "user_s",
     "System time (seconds)": "system_s",
@@ -64,11 +64,9 @@ def collect(
     for name, path in run.datasets.items():
         keep(path / "dataset.json", archived.dataset_dir(name) / "dataset.json")
     for path in run.finetune.values():
-        if not (
-            path / "finetune.json"
-        ).is_file():  # unfinished (or replaced) finetuning: nothing to quote yet
+        if not FinetuneOutput.exists(path):  # unfinished (or replaced) finetuning: nothing to quote yet
             continue
-        for f in _FINETUNE_FILES:
+        for f in FinetuneOutput.ARCHIVED:
             keep(path / f, Path(FINETUNE, path.name, f))  # the run's own directory name
     for (model, dataset), path in run.probes.items():
         rel = archived.probes_dir(model, dataset)
@@ -168,6 +166,8 @@ class Archive:
     def finetune_metrics(self) -> dict[tuple[str, str], dict[str, Any]]:
         out = {}
         for key, path in sorted(self.layout.finetune.items()):
-            if (path / "metrics.json").is_file() and (path / "finetune.json").is_file():  # finished runs only
-                out[key] = read_json(path / "metrics.json")
+            if FinetuneOutput.exists(path):  # finished runs only
+                metrics = FinetuneOutput.open(path).metrics
+                if metrics is not None:
+                    out[key] = metrics
         return out
