@@ -660,6 +660,13 @@ def transfer_table(run: RunLayout) -> SectionResult:
 
 
 # --------------------------------------------------------------------------------------------------- anomaly
+ANOMALY_NOTE = (
+    "Detectors are fitted on trusted data only (Alice-easy test examples) and must tell Alice-hard "
+    "(normal) from Bob-hard (anomalous) examples. AUROC with the anomalous class positive; recall at a "
+    "false-positive rate measured on the normal test examples."
+)
+
+
 def anomaly(run: RunLayout) -> SectionResult:
     """AUROC (with CI) and recall at low false-positive rates of every detector, and score distributions."""
     if not run.anomaly:
@@ -667,75 +674,16 @@ def anomaly(run: RunLayout) -> SectionResult:
             "anomaly", "Mechanistic anomaly detection", "no anomaly/<model>/<dataset>/anomaly.json"
         )
     sec = Section("anomaly", "Mechanistic anomaly detection")
-    rows, excluded, skipped, score_frames = [], [], [], []
-    for (model, dataset), path in sorted(run.anomaly.items()):
-        output = AnomalyOutput.open(path)
-        skipped += [f"{model}/{dataset} {s['method']}: {s['reason']}" for s in output.skipped]
-        for r in output.results:
-            ci = r.get("auroc_ci") or [None, None]
-            recall = r.get("recall_at_fpr") or {}
-            row = {
-                "model": model,
-                "dataset": dataset,
-                "method": r.get("method"),
-                "detector": r.get("detector"),
-                "AUROC": r.get("auroc"),
-                "CI low": ci[0],
-                "CI high": ci[1],
-                "recall@1%FPR": recall.get("0.01"),
-                "recall@5%FPR": recall.get("0.05"),
-                "n normal": r.get("n_normal"),
-                "n anomalous": r.get("n_anomalous"),
-                "excluded": bool(r.get("excluded")),
-            }
-            rows.append(row)
-            if r.get("excluded"):
-                excluded.append(f"{model}/{dataset}: {r.get('exclusion_reason')}")
-        sf = output.scores()
-        if sf is not None:
-            score_frames.append(sf.assign(model=model, dataset=dataset))
-    table = pd.DataFrame(rows)
+    table, excluded, skipped, score_frames = _anomaly_results(run)
     if table.empty:
         return _missing("anomaly", "Mechanistic anomaly detection", "the anomaly results are empty")
-    table = table.astype({c: float for c in ("AUROC", "CI low", "CI high", "recall@1%FPR", "recall@5%FPR")})
-    sec.blocks.append(
-        Paragraph(
-            "Detectors are fitted on trusted data only (Alice-easy test examples) and must tell Alice-hard "
-            "(normal) from Bob-hard (anomalous) examples. AUROC with the anomalous class positive; recall at a "
-            "false-positive rate measured on the normal test examples."
-        )
-    )
+    several_models = table["model"].nunique() > 1
     kept = table[~table["excluded"]]
-    several_d = table["dataset"].nunique() > 1
-    plot = kept.assign(
-        config=kept["detector"] + " / " + kept["method"],
-        where=kept["dataset"] + ((" / " + kept["model"]) if table["model"].nunique() > 1 else ""),
-    )
-    if not plot.empty:
-        sec.blocks.append(
-            Figure(
-                "anomaly_auroc",
-                figures.dot_ci(
-                    plot,
-                    panel="where",
-                    label="config",
-                    value="AUROC",
-                    lo="CI low",
-                    hi="CI high",
-                    xlabel="AUROC, Bob-hard vs Alice-hard",
-                ),
-                "Anomaly detection AUROC (dot) with its 95% bootstrap CI (line), one row per detector / features "
-                "(the probe method whose AE-trained per-layer scores are used, or raw hidden states), one panel "
-                "per dataset.",
-            )
-        )
-    summary = (
-        kept.groupby(["detector", "method"], sort=True)["AUROC"]
-        .agg(["mean", "count"])
-        .reset_index()
-        .rename(columns={"mean": "mean AUROC", "count": "datasets x models"})
-    )
-    if several_d or table["model"].nunique() > 1:
+    sec.blocks.append(Paragraph(ANOMALY_NOTE))
+    if not kept.empty:
+        sec.blocks.append(_anomaly_auroc_figure(kept, several_models))
+    summary = _mean_anomaly_auroc(kept)
+    if table["dataset"].nunique() > 1 or several_models:
         sec.blocks.append(Table(summary, "Mean anomaly AUROC over datasets and models (exclusions left out)"))
     sec.blocks.append(Table(table, "Anomaly detection results"))
     if excluded:
@@ -749,37 +697,121 @@ def anomaly(run: RunLayout) -> SectionResult:
                 + "; ".join(sorted(skipped))
             )
         )
-    if score_frames:
-        scores = pd.concat(score_frames, ignore_index=True)
-        ref = scores[(scores["detector"] == "gaussian") & scores["subset"].isin(["AH", "BH"])]
-        if not ref.empty:
-            ref = ref.assign(
-                panel=ref["dataset"]
-                + " / "
-                + ref["method"]
-                + ((" / " + ref["model"]) if table["model"].nunique() > 1 else ""),
-                subset=ref["subset"].map({"AH": "Alice hard (normal)", "BH": "Bob hard (anomalous)"}),
-            )
-            sec.blocks.append(
-                Figure(
-                    "anomaly_scores",
-                    figures.score_histograms(
-                        ref,
-                        panel="panel",
-                        group="subset",
-                        value="score",
-                        xlabel="anomaly score (−log density)",
-                    ),
-                    "Distribution of the reference detector's anomaly score (negative Gaussian log-density of the "
-                    "per-layer probe scores) on Alice-hard and Bob-hard test examples.",
-                )
-            )
+    histograms = _anomaly_score_figure(score_frames, several_models)
+    if histograms is not None:
+        sec.blocks.append(histograms)
     return sec, {
         "present": True,
         "results": table.to_dict(orient="records"),
         "mean_auroc": summary.to_dict(orient="records"),
         "excluded": sorted(set(excluded)),
     }
+
+
+def _anomaly_results(run: RunLayout) -> tuple[pd.DataFrame, list[str], list[str], list[pd.DataFrame]]:
+    """Every (model, dataset) anomaly output flattened for the reader: one table row per detector result (AUROC,
+    CI, recall at 1% and 5% FPR, counts), the exclusions and skipped methods as sentences, and the score frames
+    tagged with their model and dataset (the stage's files do not repeat them per example)."""
+    rows, excluded, skipped, score_frames = [], [], [], []
+    for (model, dataset), path in sorted(run.anomaly.items()):
+        output = AnomalyOutput.open(path)
+        skipped += [f"{model}/{dataset} {s['method']}: {s['reason']}" for s in output.skipped]
+        for r in output.results:
+            rows.append(_anomaly_row(model, dataset, r))
+            if r.get("excluded"):
+                excluded.append(f"{model}/{dataset}: {r.get('exclusion_reason')}")
+        sf = output.scores()
+        if sf is not None:
+            score_frames.append(sf.assign(model=model, dataset=dataset))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        # a missing value (None) becomes NaN, so the columns format and plot as numbers
+        table = table.astype(
+            {c: float for c in ("AUROC", "CI low", "CI high", "recall@1%FPR", "recall@5%FPR")}
+        )
+    return table, excluded, skipped, score_frames
+
+
+def _anomaly_row(model: str, dataset: str, r: dict[str, Any]) -> dict[str, Any]:
+    """One detector result as a table row; a result without a CI or recall (an old or partial file) gets None."""
+    ci = r.get("auroc_ci") or [None, None]
+    recall = r.get("recall_at_fpr") or {}
+    return {
+        "model": model,
+        "dataset": dataset,
+        "method": r.get("method"),
+        "detector": r.get("detector"),
+        "AUROC": r.get("auroc"),
+        "CI low": ci[0],
+        "CI high": ci[1],
+        "recall@1%FPR": recall.get("0.01"),
+        "recall@5%FPR": recall.get("0.05"),
+        "n normal": r.get("n_normal"),
+        "n anomalous": r.get("n_anomalous"),
+        "excluded": bool(r.get("excluded")),
+    }
+
+
+def _anomaly_auroc_figure(kept: pd.DataFrame, several_models: bool) -> Figure:
+    """AUROC with its CI per detector / features, one panel per dataset (and model, when there are several): the
+    spread of the CIs shows at a glance which differences between detectors are real."""
+    plot = kept.assign(
+        config=kept["detector"] + " / " + kept["method"],
+        where=kept["dataset"] + ((" / " + kept["model"]) if several_models else ""),
+    )
+    return Figure(
+        "anomaly_auroc",
+        figures.dot_ci(
+            plot,
+            panel="where",
+            label="config",
+            value="AUROC",
+            lo="CI low",
+            hi="CI high",
+            xlabel="AUROC, Bob-hard vs Alice-hard",
+        ),
+        "Anomaly detection AUROC (dot) with its 95% bootstrap CI (line), one row per detector / features "
+        "(the probe method whose AE-trained per-layer scores are used, or raw hidden states), one panel "
+        "per dataset.",
+    )
+
+
+def _mean_anomaly_auroc(kept: pd.DataFrame) -> pd.DataFrame:
+    """Mean AUROC per (detector, method) over the non-excluded (model, dataset) results, and how many there are."""
+    return (
+        kept.groupby(["detector", "method"], sort=True)["AUROC"]
+        .agg(["mean", "count"])
+        .reset_index()
+        .rename(columns={"mean": "mean AUROC", "count": "datasets x models"})
+    )
+
+
+def _anomaly_score_figure(score_frames: list[pd.DataFrame], several_models: bool) -> Figure | None:
+    """Histograms of the reference (gaussian) detector's scores on Alice-hard vs Bob-hard examples, per dataset
+    and method: an AUROC says how well the classes separate, the histograms show how (a shift, a tail, overlap).
+    None when no output has scores for that detector."""
+    if not score_frames:
+        return None
+    scores = pd.concat(score_frames, ignore_index=True)
+    ref = scores[(scores["detector"] == "gaussian") & scores["subset"].isin(["AH", "BH"])]
+    if ref.empty:
+        return None
+    ref = ref.assign(
+        panel=ref["dataset"] + " / " + ref["method"] + ((" / " + ref["model"]) if several_models else ""),
+        subset=ref["subset"].map({"AH": "Alice hard (normal)", "BH": "Bob hard (anomalous)"}),
+    )
+    return Figure(
+        "anomaly_scores",
+        figures.score_histograms(
+            ref,
+            panel="panel",
+            group="subset",
+            value="score",
+            xlabel="anomaly score (−log density)",
+        ),
+        "Distribution of the reference detector's anomaly score (negative Gaussian log-density of the "
+        "per-layer probe scores) on Alice-hard and Bob-hard test examples.",
+    )
 
 
 # --------------------------------------------------------------------------------------------------- interventions

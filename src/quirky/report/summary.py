@@ -265,6 +265,19 @@ def anomaly_vs_paper(run: RunLayout) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- the section
+OVERVIEW_CAPTION = (
+    "Overview, dataset x method: AUROC against the truth on Bob's hard examples of each probe trained "
+    "on Alice's easy examples (at its EIL, averaged over models), and the LM's own AUROC on the same "
+    "examples."
+)
+
+ANOMALY_CAPTION = (
+    f"Anomaly detection AUROC ({paper.ANOMALY_DETECTOR} detector on each method's AE-trained per-layer "
+    "scores; Bob-hard anomalous vs Alice-hard normal), mean over runs, beside the paper's mean over "
+    f"{paper.MODELS} models and 11 datasets."
+)
+
+
 def summary(run: RunLayout) -> SectionResult:
     """Headline numbers, the PGR tables beside the paper's, anomaly AUROC beside the paper's, key figures."""
     sec = Section("summary", "Summary: results")
@@ -276,66 +289,21 @@ def summary(run: RunLayout) -> SectionResult:
         sec.note = "no probe results yet (probes/<model>/<dataset>/summary.json): nothing to summarise"
         data = {"present": False, "note": sec.note}
         return sec, data
-    probed = paper_order(d for _, d in run.probes)
-    models = sorted({m for m, _ in run.probes})
-    pending = [d for d in run.dataset_names() if d not in probed]
-    sec.blocks.append(
-        Paragraph(
-            f"Probe results for {len(probed)} dataset{'s' * (len(probed) != 1)} ({', '.join(probed)}) x "
-            f"{len(models)} model{'s' * (len(models) != 1)} ({', '.join(models)})"
-            + (f"; not yet probed: {', '.join(pending)}" if pending else "")
-            + ". All AUROCs on the test split. Each stage's details follow this summary; the run's "
-            "configuration, versions and fingerprints are in the appendix."
-        )
-    )
+    sec.blocks.append(_scope_paragraph(run))
     if not heads.empty:
-        sec.blocks.append(
-            Table(
-                heads,
-                "Headline numbers: the LM's own answer AUROC per persona; the probe (trained on Alice's easy "
-                "examples) that best reads the truth on Bob's hard examples, its AUROC against the truth and its "
-                "PGR"
-                + (
-                    f"; anomaly AUROC ({paper.ANOMALY_DETECTOR} detector on lr scores)."
-                    if "anomaly AUROC" in heads
-                    else "."
-                ),
-            )
-        )
+        sec.blocks.append(Table(heads, _headline_caption(heads)))
         data["headlines"] = heads.to_dict(orient="records")
     if pgr_rows.empty:
         return sec, data
     tables = pgr_tables(pgr_rows)
     if len(set(pgr_rows["dataset"])) > 1 and "AE->BH" in tables:
         ov = overview_table(pgr_rows, _lm_on_bh(run))
-        sec.blocks.append(
-            Table(
-                ov,
-                "Overview, dataset x method: AUROC against the truth on Bob's hard examples of each probe trained "
-                "on Alice's easy examples (at its EIL, averaged over models), and the LM's own AUROC on the same "
-                "examples.",
-            )
-        )
+        sec.blocks.append(Table(ov, OVERVIEW_CAPTION))
         data["overview"] = ov.to_dict(orient="records")
     sec.blocks.append(Paragraph(PGR_NOTE))
     data["pgr"] = {}
     for name, t in tables.items():
-        caption = f"PGR, {name}, method x dataset"
-        if t["several"]:
-            caption += "; 'average' as the paper computes it: (mean AUROC − mean floor) / (mean ceiling − mean floor)"
-            if t["excluded"]:
-                caption += f", without {', '.join(t['excluded'])} (its label is decided by its difficulty)"
-        caption += (
-            f". 'paper (average)': the paper's average over {paper.MODELS} models and its datasets "
-            f"({paper.PAPER}); the paper has no per-dataset PGR on these scales."
-        )
-        frame, abbreviated = _short_columns(t["frame"])
-        if abbreviated:
-            caption += " Columns: " + ", ".join(f"{a} = {d}" for d, a in abbreviated.items()) + "."
-        sec.blocks.append(Table(frame, caption, digits=2))
-        fc_caption = f"Floor and ceiling of {name} per dataset (final-layer lr, averaged over models)"
-        fc_caption += "; the paper's pairs are per dataset where it gives them, else its average."
-        sec.blocks.append(Table(t["floor_ceiling"], fc_caption, digits=2))
+        sec.blocks.extend(_pgr_blocks(name, t))
         data["pgr"][name] = {
             "table": t["frame"].to_dict(orient="records"),
             "floor_ceiling": t["floor_ceiling"].to_dict(orient="records"),
@@ -344,18 +312,72 @@ def summary(run: RunLayout) -> SectionResult:
         }
     anomaly = anomaly_vs_paper(run)
     if not anomaly.empty:
-        sec.blocks.append(
-            Table(
-                anomaly,
-                f"Anomaly detection AUROC ({paper.ANOMALY_DETECTOR} detector on each method's AE-trained per-layer "
-                "scores; Bob-hard anomalous vs Alice-hard normal), mean over runs, beside the paper's mean over "
-                f"{paper.MODELS} models and 11 datasets.",
-            )
-        )
+        sec.blocks.append(Table(anomaly, ANOMALY_CAPTION))
         data["anomaly"] = anomaly.to_dict(orient="records")
     curves = probe_curve_figure(probe_results(run), "all")
     if curves is not None:
         sec.blocks.append(curves)
+    bars = _pgr_bars_figure(tables)
+    if bars is not None:
+        sec.blocks.append(bars)
+    return sec, data
+
+
+def _scope_paragraph(run: RunLayout) -> Paragraph:
+    """What the summary covers (datasets x models) and which datasets are still waiting for probes, so a reader of
+    a partial run knows the averages are over what is there."""
+    probed = paper_order(d for _, d in run.probes)
+    models = sorted({m for m, _ in run.probes})
+    pending = [d for d in run.dataset_names() if d not in probed]
+    return Paragraph(
+        f"Probe results for {len(probed)} dataset{'s' * (len(probed) != 1)} ({', '.join(probed)}) x "
+        f"{len(models)} model{'s' * (len(models) != 1)} ({', '.join(models)})"
+        + (f"; not yet probed: {', '.join(pending)}" if pending else "")
+        + ". All AUROCs on the test split. Each stage's details follow this summary; the run's "
+        "configuration, versions and fingerprints are in the appendix."
+    )
+
+
+def _headline_caption(heads: pd.DataFrame) -> str:
+    """The headline table's caption; the anomaly column is explained only when the anomaly stage ran."""
+    return (
+        "Headline numbers: the LM's own answer AUROC per persona; the probe (trained on Alice's easy "
+        "examples) that best reads the truth on Bob's hard examples, its AUROC against the truth and its "
+        "PGR"
+        + (
+            f"; anomaly AUROC ({paper.ANOMALY_DETECTOR} detector on lr scores)."
+            if "anomaly AUROC" in heads
+            else "."
+        )
+    )
+
+
+def _pgr_blocks(name: str, t: dict[str, Any]) -> list[Table]:
+    """One PGR table (method x dataset, beside the paper's average) and its floor/ceiling table.  The captions say
+    how the average is computed and what it leaves out, because a PGR average can be taken several ways and the
+    paper's is a ratio of averages, not an average of ratios."""
+    caption = f"PGR, {name}, method x dataset"
+    if t["several"]:
+        caption += (
+            "; 'average' as the paper computes it: (mean AUROC − mean floor) / (mean ceiling − mean floor)"
+        )
+        if t["excluded"]:
+            caption += f", without {', '.join(t['excluded'])} (its label is decided by its difficulty)"
+    caption += (
+        f". 'paper (average)': the paper's average over {paper.MODELS} models and its datasets "
+        f"({paper.PAPER}); the paper has no per-dataset PGR on these scales."
+    )
+    frame, abbreviated = _short_columns(t["frame"])
+    if abbreviated:
+        caption += " Columns: " + ", ".join(f"{a} = {d}" for d, a in abbreviated.items()) + "."
+    fc_caption = f"Floor and ceiling of {name} per dataset (final-layer lr, averaged over models)"
+    fc_caption += "; the paper's pairs are per dataset where it gives them, else its average."
+    return [Table(frame, caption, digits=2), Table(t["floor_ceiling"], fc_caption, digits=2)]
+
+
+def _pgr_bars_figure(tables: dict[str, dict[str, Any]]) -> Figure | None:
+    """Each method's PGR (the average over datasets, or the one dataset's) beside the paper's, one panel per PGR
+    table, with lines at the floor (0) and the ceiling (1); None when this run has no PGR to show."""
     bars = []
     for name, t in tables.items():
         frame = t["frame"]
@@ -366,24 +388,22 @@ def summary(run: RunLayout) -> SectionResult:
                 {"table": name, "method": values["method"], "who": "paper", "pgr": values["paper (average)"]}
             )
     bar_frame = pd.DataFrame(bars).astype({"pgr": float})
-    if bar_frame["pgr"].notna().any():
-        sec.blocks.append(
-            Figure(
-                "summary_pgr",
-                figures.grouped_bars(
-                    bar_frame,
-                    group="method",
-                    series="who",
-                    y="pgr",
-                    panel="table",
-                    ylabel="PGR",
-                    ylim=None,
-                    chance=None,
-                    reference=(0.0, 1.0),
-                ),
-                "PGR by method, this run ("
-                + ("average over datasets" if any(t["several"] for t in tables.values()) else "its dataset")
-                + f") beside the paper's averages ({paper.PAPER}). Lines at 0 (floor) and 1 (ceiling).",
-            )
-        )
-    return sec, data
+    if not bar_frame["pgr"].notna().any():
+        return None
+    return Figure(
+        "summary_pgr",
+        figures.grouped_bars(
+            bar_frame,
+            group="method",
+            series="who",
+            y="pgr",
+            panel="table",
+            ylabel="PGR",
+            ylim=None,
+            chance=None,
+            reference=(0.0, 1.0),
+        ),
+        "PGR by method, this run ("
+        + ("average over datasets" if any(t["several"] for t in tables.values()) else "its dataset")
+        + f") beside the paper's averages ({paper.PAPER}). Lines at 0 (floor) and 1 (ceiling).",
+    )
