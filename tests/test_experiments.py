@@ -332,3 +332,34 @@ def test_cli_run_and_show(stores, tmp_path, capsys):
     assert code == 2 and "unknown subset" in err and "Traceback" not in err
     code, _, err = run(["probe", "show", str(tmp_path / "nothing")])
     assert code == 2 and "summary.json" in err
+
+
+def test_one_kind_of_features_in_memory_and_order_free_outputs(stores, tmp_path, monkeypatch):
+    """The grid runs the hidden-state methods, then the pair methods, holding one kind of features at a time;
+    the tables come out in the configured order and with the same numbers whichever order the methods are given
+    in (rows compared with a run of each method alone)."""
+    from quirky.experiments import transfer
+
+    held: list[set[str]] = []
+    features = transfer._Splits.features
+
+    def spy(self, split, pair):
+        out = features(self, split, pair)
+        held.append({kind for _, kind in self._cache if kind != "lm"})
+        return out
+
+    monkeypatch.setattr(transfer._Splits, "features", spy)
+    methods = ("lr-on-pair", "lr", "mean-diff-on-pair")
+    mixed = run_transfer(stores, tmp_path / "mixed", _cfg(methods=methods))
+    assert held and all(len(kinds) == 1 for kinds in held)
+    assert [k for k in dict.fromkeys(kinds.pop() for kinds in held)] == ["hiddens", "pairs"]
+    rows = pd.read_parquet(tmp_path / "mixed" / "results.parquet")
+    assert list(dict.fromkeys(rows["method"])) == ["lm", *methods]
+    for method in methods:
+        alone = run_transfer(stores, tmp_path / method, _cfg(methods=(method,)))
+        want = pd.read_parquet(tmp_path / method / "results.parquet")
+        pd.testing.assert_frame_equal(
+            rows[rows["method"] == method].reset_index(drop=True),
+            want[want["method"] == method].reset_index(drop=True),
+        )
+        assert alone["num_layers"] == mixed["num_layers"]

@@ -153,11 +153,14 @@ def test_bootstrap_columns_real_valued_weights_are_accurate() -> None:
         np.testing.assert_allclose(got[:, k].numpy(), prefix_sum_bootstrap(s, y[k], w).numpy(), atol=1e-13)
 
 
-def test_auroc_columns_equal_auroc_bit_for_bit() -> None:
+@pytest.mark.parametrize(
+    "chunk_elems", [1 << 20, 3 * 101 + 5]
+)  # one block; blocks of 3 rows and a ragged last
+def test_auroc_columns_equal_auroc_bit_for_bit(chunk_elems: int) -> None:
     for ties in (False, True):
         s, y = _data(rows=40, n=101, labels=3, seed=7, ties=ties)
         s[5, 0] = math.nan
-        got = auroc_columns(s, y)
+        got = auroc_columns(s, y, chunk_elems=chunk_elems)
         for k in range(3):
             assert same_bits(got[:, k], auroc(s, y[k]))
             want = [roc_auc_score(y[k].numpy(), row) for row in s.double().numpy() if not np.isnan(row).any()]

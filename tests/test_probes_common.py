@@ -147,3 +147,20 @@ def test_batched_lbfgs_solves_independent_problems_of_different_difficulty():
     assert bool(res.converged.all())
     torch.testing.assert_close(res.x, target, atol=1e-8, rtol=0)
     assert res.n_iter.min() < res.n_iter.max()  # easy problems stopped earlier
+
+    # compaction moves each running problem's curvature history with it: every problem takes exactly the
+    # iterations and reaches exactly the point it reaches when solved alone (a batch of one never compacts)
+    class Solo(Quadratic):  # problem i of the batch, on its own
+        def __init__(self, i: int) -> None:
+            self.t, self.c = target[i : i + 1], curv[i : i + 1]
+
+        def loss(self, z, x, need):
+            return 0.5 * (self.c[:, None, :] * (z - self.t[:, None, :]) ** 2).sum(-1)
+
+        def gradient(self, x, z, need):
+            return self.c * (z - self.t)
+
+    for i in (0, b // 2, b - 1):
+        alone = lbfgs(Solo(i), torch.zeros(1, p, dtype=torch.float64), max_iter=500, gtol=1e-10, ftol=0.0)
+        assert int(alone.n_iter[0]) == int(res.n_iter[i])
+        torch.testing.assert_close(alone.x[0], res.x[i], atol=1e-13, rtol=0)

@@ -115,6 +115,10 @@ def test_lda_pinv_by_hand(n, f):
         want = np.linalg.pinv(s, rcond=f * np.finfo(np.float32).eps) @ delta
         got = probe.weight_[layer].numpy()
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
+    # the layers are solved in chunks that bound memory; one layer per chunk gives the same w (a batch of one
+    # takes another BLAS kernel, so equal to float64 rounding, not bit for bit)
+    one_by_one = make_probe("lda", max_chunk_bytes=1).fit(x, y)
+    torch.testing.assert_close(one_by_one.weight_, probe.weight_, rtol=1e-12, atol=1e-12)
 
 
 def test_lda_shrinkage_by_hand():

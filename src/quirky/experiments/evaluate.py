@@ -75,11 +75,14 @@ class Resamples:
         self._cache: dict[tuple[str, str, int], Tensor] = {}
 
     def counts(self, test: str, filt: str, n: int) -> Tensor:
+        """float64 [n_boot, n] multiplicities.  Cached as small integers (a multiplicity is at most n): the
+        float64 copies of every (subset, filter) of a grid would hold n_boot x 8 bytes per test example."""
         key = (test, filt, n)
         if key not in self._cache:
             seed = zlib.crc32(f"{self.settings.seed}:{test}:{filt}".encode())
-            self._cache[key] = bootstrap_counts(n, self.settings.n_boot, seed, self.device)
-        return self._cache[key]
+            compact = torch.int16 if n <= torch.iinfo(torch.int16).max else torch.int32
+            self._cache[key] = bootstrap_counts(n, self.settings.n_boot, seed, self.device).to(compact)
+        return self._cache[key].to(torch.float64)
 
 
 class _Columns:
@@ -183,15 +186,17 @@ def evaluate_random(
     for filt in settings.filters:
         fmask = filter_mask(meta, filt)
         idx = torch.as_tensor(np.flatnonzero(fmask), device=scores.device)
-        s = scores.index_select(2, idx)
         m = int(fmask.sum())
         cols = list(settings.label_columns)
         y_all = np.stack([meta[col].to_numpy()[fmask].astype(np.float64) for col in cols]) if cols else None
         all_aucs = torch.full((len(cols), num_layers, k), math.nan, dtype=torch.float64)
         if m > 0 and cols:
-            # one sort per (layer, direction) serves every label column
-            flat = auroc_columns(s.reshape(num_layers * k, m), torch.as_tensor(y_all, device=s.device))
-            all_aucs = flat.reshape(num_layers, k, len(cols)).permute(2, 0, 1).contiguous().cpu()
+            # one sort per (layer, direction) serves every label column; the filter's columns are gathered a
+            # layer at a time (a copy of all [L, K, m] scores would double the baseline's memory)
+            y_t = torch.as_tensor(y_all, device=scores.device)
+            for layer in range(num_layers):
+                aucs = auroc_columns(scores[layer].index_select(1, idx), y_t)  # [K, columns]
+                all_aucs[:, layer] = aucs.T.cpu()
         for j, col in enumerate(cols):
             n_pos = int(y_all[j].sum()) if m > 0 and y_all is not None else 0
             aucs = all_aucs[j]

@@ -13,9 +13,11 @@ docs/ARCHITECTURE.md, "Probe output", for the layout.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,6 +61,7 @@ from quirky.fileio import (
 )
 from quirky.outdir import MARKER, PROBE_TABLES, claim_output, release_output, write_marker
 from quirky.probes import METHODS, make_probe, probe_class
+from quirky.probes.base import Probe
 from quirky.progress import Bar, around_bars
 from quirky.subsets import EASY, HARD
 
@@ -163,6 +166,13 @@ class _Splits:
             x = store.pairs(dtype=dtype) if pair else store.hiddens(dtype=dtype)
             self._cache[key] = x.to(self.device)
         return self._cache[key]
+
+    def keep(self, pair: bool | None) -> None:
+        """Drop the cached features of the other kind (hidden states when `pair`, pairs when not; both when
+        None): the grid runs one kind's methods after the other, so both never need to be held at once."""
+        drop = {"hiddens", "pairs"} if pair is None else {"hiddens" if pair else "pairs"}
+        for key in [k for k in self._cache if k[1] in drop]:
+            del self._cache[key]
 
     def lm_log_odds(self) -> torch.Tensor:
         key = ("test", "lm")
@@ -323,194 +333,276 @@ def run_transfer(
 ) -> dict[str, Any]:
     """Fit and score every (method, experiment) of the grid; write the tables and summary; return the summary."""
     cfg = cfg or TransferConfig()
-    say = log or (lambda _msg: None)
     act, out = Path(activations), Path(out)
     if not act.is_dir():
         raise QuirkyError(f"--activations {act} is not a directory (it should hold one store per split)")
     claim_output(out, "probe", inputs=[act])  # released when the summary is written
     grid = experiments_for(cfg)
-    train_store = _open(act, cfg.train_split, "--train-split")
-    test_store = _open(act, cfg.test_split, "--test-split")
-    _check_stores(train_store, test_store)
-    device = resolve_device(cfg.device)
-    model, dataset = store_names(test_store)
-    model, dataset = cfg.model_name or model, cfg.dataset_name or dataset
-    num_layers = test_store.num_layers
-    settings = cfg.eval
-    base = {
-        "version": OUTPUT_VERSION,
-        "train_store": train_store.fingerprint,
-        "test_store": test_store.fingerprint,
-        "eval": asdict(settings),
-        "easy": cfg.easy,
-        "hard": cfg.hard,
-        "max_train": cfg.max_train,
-        "max_test": cfg.max_test,
-        "model": model,
-        "dataset": dataset,
-    }
-    run_info = {
-        **base,
-        "activations": str(act),
-        "train_split": cfg.train_split,
-        "test_split": cfg.test_split,
-        "methods": list(cfg.methods),
-        "experiments": {m: [str(e) for e in exps] for m, exps in grid.items()},
-        "probe_options": cfg.probe_options,
-        "device": str(device),
-    }
-    _invalidate_if_changed(out, run_info)
-    write_json(out / RUN_JSON, run_info)
-    splits = _Splits(train_store, test_store, device)
-    resamples = Resamples(settings, device)
-    parts = _Parts(out)
-    test_index: dict[str, np.ndarray] = {}
-
-    def tests_of(exp: Experiment) -> list[tuple[str, np.ndarray, pd.DataFrame]]:
-        out_ = []
-        for t in exp.tests:
-            if t not in test_index:
-                test_index[t] = _subset_index(test_store, t, cfg, cfg.max_test)
-            idx = test_index[t]
-            out_.append((t, idx, test_store.meta.iloc[idx].reset_index(drop=True)))
-        return out_
-
-    # ---- the LM's own log-odds, scored like a probe -----------------------------------------------------------
-    all_tests = list(dict.fromkeys(t for exps in grid.values() for e in exps for t in e.tests))
-    lm_exp = Experiment("all", tuple(all_tests), "label")
-    lm_fp = fingerprint({**base, "unit": "lm", "tests": all_tests})
-    units: list[tuple[str, str]] = [("lm", "lm")]
-    if not parts.done("lm", "lm", lm_fp):
-        say("scoring the LM's own log-odds")
-        frames = []
-        for t, idx, meta in tests_of(lm_exp):
-            s = splits.lm_log_odds()[torch.as_tensor(idx, device=device)].unsqueeze(0)
-            df = evaluate_scores(s, meta, t, settings, resamples, layers=np.array([-1]))
-            frames.append(_with_ids(df, test=t))
-        rows = _finish(
-            pd.concat(frames, ignore_index=True),
-            {"model": model, "dataset": dataset, "method": "lm", "train": "-", "train_label": "-"},
-            settings.fpr,
-        )
-        parts.write("lm", "lm", lm_fp, rows, None)
-
-    # ---- the probes -------------------------------------------------------------------------------------------
-    # one progress line with ETA over methods x experiments (terminal only; quirky.progress)
-    bar = Bar(sum(len(grid[m]) for m in cfg.methods), f"probe grid {dataset}", unit="probe")
-    skipped: list[dict[str, Any]] = []  # the training units that cannot be fitted, and why
-    say = around_bars(say)
-    for method in cfg.methods:
-        cls = probe_class(method)
-        options = cfg.probe_options.get(method, {})
-        for exp in grid[method]:
-            bar.begin(f"{method} {exp}")
-            units.append((method, exp.tag))
-            train_idx = _subset_index(train_store, exp.train, cfg, cfg.max_train)
-            y = train_store.meta[exp.train_label].to_numpy()[train_idx]
-            why = EMPTY if len(train_idx) == 0 else SINGLE_CLASS if y.min() == y.max() else None
-            if why is not None:  # recorded whether or not the unit is done already
-                skipped.append(skipped_record(method, exp, why, cfg.train_split))
-            fp = fingerprint({**base, "method": method, "options": options, "experiment": str(exp)})
-            if parts.done(method, exp.tag, fp):
-                say(f"{method} {exp}: done earlier, skipped")
-                continue
-            say(f"{method} {exp}")
-            ids = {
-                "model": model,
-                "dataset": dataset,
-                "method": method,
-                "train": exp.train,
-                "train_label": exp.train_label,
-            }
-            tests = tests_of(exp)
-            if why is not None:
-                note = skipped[-1]["note"]
-                say(f"  skipped: {note}")
-                rows = _nan_rows([(t, m) for t, _, m in tests], settings, num_layers, note)
-                parts.write(method, exp.tag, fp, _finish(rows, ids, settings.fpr), None)
-                continue
-            x_all = splits.features("train", cls.pair)
-            x_train = x_all.index_select(1, torch.as_tensor(train_idx, device=device)).float()
-            probe = make_probe(method, **options).fit(x_train, torch.as_tensor(y, device=device))
-            del x_train
-            probe.save(
-                probe_path(out, exp.tag, method),
-                extra={
-                    "experiment": str(exp),
-                    "n_train": len(train_idx),
-                    "train_store": train_store.fingerprint,
-                    "test_store": test_store.fingerprint,
-                    "model": model,
-                    "dataset": dataset,
-                },
-            )
-            x_test = splits.features("test", cls.pair)
-            frames, qframes, tensors = [], [], {}
-            if method == "random":
-                for t, idx, meta in tests:
-                    s = probe.score(x_test.index_select(1, torch.as_tensor(idx, device=device)))
-                    df, qdf, dists = evaluate_random(s, meta, t, settings)
-                    frames.append(_with_ids(df, test=t))
-                    if len(qdf):
-                        qframes.append(_with_ids(qdf, test=t))
-                    tensors.update({f"{t}/{k}": v.contiguous() for k, v in dists.items()})
-            else:
-                s_full = probe.score(x_test)
-                for t, idx, meta in tests:
-                    s = s_full[:, torch.as_tensor(idx, device=device)]
-                    df = evaluate_scores(s, meta, t, settings, resamples)
-                    frames.append(_with_ids(df, test=t))
-                    tensors[t] = s.float().cpu().contiguous()
-                    tensors[f"{t}.index"] = torch.as_tensor(idx, dtype=torch.int64)
-            with atomic_path(scores_path(out, exp.tag, method)) as tmp:
-                save_file(tensors, str(tmp), metadata={"experiment": str(exp), "method": method})
-            rows = _finish(pd.concat(frames, ignore_index=True), ids, settings.fpr)
-            quantiles = None
-            if qframes:
-                quantiles = _with_ids(pd.concat(qframes, ignore_index=True), **ids)[list(QUANTILE_COLUMNS)]
-            parts.write(method, exp.tag, fp, rows, quantiles)
-    bar.close()
-
-    # ---- assemble ---------------------------------------------------------------------------------------------
-    frames, qframes = [], []
-    for method, tag in units:
-        rows, quantiles = parts.read(method, tag)
-        frames.append(rows)
-        if quantiles is not None:
-            qframes.append(quantiles)
-    results = pd.concat(frames, ignore_index=True)
-    _write_table(out / "results", results)
-    if qframes:
-        _write_table(out / "random", pd.concat(qframes, ignore_index=True))
-    eil = eil_table(results, num_layers)
-    _write_table(out / "eil", eil, parquet=False)
-    pgr_rows = pgr_table(results, eil, cfg.pgr_specs, num_layers)
-    _write_table(out / "pgr", pgr_rows, parquet=False)
-    summary = build_summary(results, eil, pgr_rows, cfg.pgr_specs, grid, num_layers)
-    summary.update(
-        {
-            "model": model,
-            "dataset": dataset,
-            "num_layers": num_layers,
-            "hidden_size": test_store.hidden_size,
-            "train_store": {
-                "path": str(train_store.path),
-                "fingerprint": train_store.fingerprint,
-                "n": train_store.n,
-            },
-            "test_store": {
-                "path": str(test_store.path),
-                "fingerprint": test_store.fingerprint,
-                "n": test_store.n,
-            },
-            "fpr": settings.fpr,
-            "n_boot": settings.n_boot,
-            "skipped": skipped,
-        }
-    )
+    run = _Run.open(act, out, cfg, log)
+    _invalidate_if_changed(out, run.info(act, grid))
+    write_json(out / RUN_JSON, run.info(act, grid))
+    run.score_lm(grid)
+    skipped = run.fit_grid(grid)
+    summary = run.assemble(grid, skipped)
     write_json(out / SUMMARY_JSON, summary)
     release_output(out)
     return summary
+
+
+@dataclass
+class _Run:
+    """One `quirky probe` run: the two stores, the settings and the per-unit outputs (`_Parts`) it writes."""
+
+    cfg: TransferConfig
+    out: Path
+    train: ActivationStore
+    test: ActivationStore
+    device: torch.device
+    model: str
+    dataset: str
+    say: Callable[[str], None]
+    test_index: dict[str, np.ndarray] = field(default_factory=dict)
+    splits: _Splits = field(init=False)
+    resamples: Resamples = field(init=False)
+    parts: _Parts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.splits = _Splits(self.train, self.test, self.device)
+        self.resamples = Resamples(self.cfg.eval, self.device)
+        self.parts = _Parts(self.out)
+
+    @classmethod
+    def open(cls, act: Path, out: Path, cfg: TransferConfig, log: Callable[[str], None] | None) -> _Run:
+        train = _open(act, cfg.train_split, "--train-split")
+        test = _open(act, cfg.test_split, "--test-split")
+        _check_stores(train, test)
+        model, dataset = store_names(test)
+        say = around_bars(log or (lambda _msg: None))
+        device = resolve_device(cfg.device)
+        return cls(cfg, out, train, test, device, cfg.model_name or model, cfg.dataset_name or dataset, say)
+
+    @property
+    def num_layers(self) -> int:
+        return self.test.num_layers
+
+    @property
+    def base(self) -> dict[str, Any]:
+        """What every unit's fingerprint shares: the stores' contents and the evaluation settings."""
+        cfg = self.cfg
+        return {
+            "version": OUTPUT_VERSION,
+            "train_store": self.train.fingerprint,
+            "test_store": self.test.fingerprint,
+            "eval": asdict(cfg.eval),
+            "easy": cfg.easy,
+            "hard": cfg.hard,
+            "max_train": cfg.max_train,
+            "max_test": cfg.max_test,
+            "model": self.model,
+            "dataset": self.dataset,
+        }
+
+    def info(self, act: Path, grid: dict[str, list[Experiment]]) -> dict[str, Any]:
+        """run.json: the fingerprinted settings plus where the inputs came from."""
+        cfg = self.cfg
+        return {
+            **self.base,
+            "activations": str(act),
+            "train_split": cfg.train_split,
+            "test_split": cfg.test_split,
+            "methods": list(cfg.methods),
+            "experiments": {m: [str(e) for e in exps] for m, exps in grid.items()},
+            "probe_options": cfg.probe_options,
+            "device": str(self.device),
+        }
+
+    def ids(self, method: str, exp: Experiment | None = None) -> dict[str, Any]:
+        """The identifying columns of a unit's result rows."""
+        train, label = (exp.train, exp.train_label) if exp is not None else ("-", "-")
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "method": method,
+            "train": train,
+            "train_label": label,
+        }
+
+    def tests_of(self, exp: Experiment) -> list[tuple[str, np.ndarray, pd.DataFrame]]:
+        """(subset name, row indices into the test store, their manifest rows) of each test subset of `exp`."""
+        out = []
+        for t in exp.tests:
+            if t not in self.test_index:
+                self.test_index[t] = _subset_index(self.test, t, self.cfg, self.cfg.max_test)
+            idx = self.test_index[t]
+            out.append((t, idx, self.test.meta.iloc[idx].reset_index(drop=True)))
+        return out
+
+    def score_lm(self, grid: dict[str, list[Experiment]]) -> None:
+        """The LM's own log-odds, scored like a probe on every test subset of the grid (unit `lm`)."""
+        all_tests = list(dict.fromkeys(t for exps in grid.values() for e in exps for t in e.tests))
+        fp = fingerprint({**self.base, "unit": "lm", "tests": all_tests})
+        if self.parts.done("lm", "lm", fp):
+            return
+        self.say("scoring the LM's own log-odds")
+        frames = []
+        for t, idx, meta in self.tests_of(Experiment("all", tuple(all_tests), "label")):
+            s = self.splits.lm_log_odds()[torch.as_tensor(idx, device=self.device)].unsqueeze(0)
+            df = evaluate_scores(s, meta, t, self.cfg.eval, self.resamples, layers=np.array([-1]))
+            frames.append(_with_ids(df, test=t))
+        rows = _finish(pd.concat(frames, ignore_index=True), self.ids("lm"), self.cfg.eval.fpr)
+        self.parts.write("lm", "lm", fp, rows, None)
+
+    def fit_grid(self, grid: dict[str, list[Experiment]]) -> list[dict[str, Any]]:
+        """Fit, save and score every (method, experiment) not done earlier; return the units that cannot be fitted.
+
+        Methods on hidden states run before those on contrast pairs, so only one kind of features is held in
+        memory at a time (`_Splits.keep`); the output does not depend on the order."""
+        bar = Bar(sum(len(grid[m]) for m in self.cfg.methods), f"probe grid {self.dataset}", unit="probe")
+        skipped: dict[tuple[str, str], dict[str, Any]] = {}
+        for method in sorted(self.cfg.methods, key=lambda m: probe_class(m).pair):
+            self.splits.keep(pair=probe_class(method).pair)
+            for exp in grid[method]:
+                bar.begin(f"{method} {exp}")
+                record = self.fit_unit(method, exp)
+                if record is not None:
+                    skipped[method, exp.tag] = record
+                release_freed_memory()
+        bar.close()
+        self.splits.keep(pair=None)
+        return [skipped[m, e.tag] for m in self.cfg.methods for e in grid[m] if (m, e.tag) in skipped]
+
+    def fit_unit(self, method: str, exp: Experiment) -> dict[str, Any] | None:
+        """One unit: fit on the training subset, save the probe, score every test subset, write the rows.
+        Returns the skip record when the training subset is empty or holds one class (rows of NaN, with why)."""
+        cfg, settings = self.cfg, self.cfg.eval
+        options = cfg.probe_options.get(method, {})
+        train_idx = _subset_index(self.train, exp.train, cfg, cfg.max_train)
+        y = self.train.meta[exp.train_label].to_numpy()[train_idx]
+        why = EMPTY if len(train_idx) == 0 else SINGLE_CLASS if y.min() == y.max() else None
+        record = skipped_record(method, exp, why, cfg.train_split) if why is not None else None
+        fp = fingerprint({**self.base, "method": method, "options": options, "experiment": str(exp)})
+        if self.parts.done(method, exp.tag, fp):  # the skip record is still reported
+            self.say(f"{method} {exp}: done earlier, skipped")
+            return record
+        self.say(f"{method} {exp}")
+        tests = self.tests_of(exp)
+        if record is not None:
+            self.say(f"  skipped: {record['note']}")
+            rows = _nan_rows([(t, m) for t, _, m in tests], settings, self.num_layers, record["note"])
+            self.parts.write(method, exp.tag, fp, _finish(rows, self.ids(method, exp), settings.fpr), None)
+            return record
+        probe = self.fit_probe(method, exp, options, train_idx, y)
+        rows, quantiles, tensors = self.score_probe(probe, method, tests)
+        with atomic_path(scores_path(self.out, exp.tag, method)) as tmp:
+            save_file(tensors, str(tmp), metadata={"experiment": str(exp), "method": method})
+        rows = _finish(rows, self.ids(method, exp), settings.fpr)
+        if quantiles is not None:
+            quantiles = _with_ids(quantiles, **self.ids(method, exp))[list(QUANTILE_COLUMNS)]
+        self.parts.write(method, exp.tag, fp, rows, quantiles)
+        return None
+
+    def fit_probe(
+        self, method: str, exp: Experiment, options: dict[str, Any], train_idx: np.ndarray, y: np.ndarray
+    ) -> Probe:
+        """Fit on the training rows (widened to float32 only for the fit) and save the probe."""
+        x_all = self.splits.features("train", probe_class(method).pair)
+        x_train = x_all.index_select(1, torch.as_tensor(train_idx, device=self.device)).float()
+        probe = make_probe(method, **options).fit(x_train, torch.as_tensor(y, device=self.device))
+        del x_train
+        extra = {
+            "experiment": str(exp),
+            "n_train": len(train_idx),
+            "train_store": self.train.fingerprint,
+            "test_store": self.test.fingerprint,
+            "model": self.model,
+            "dataset": self.dataset,
+        }
+        probe.save(probe_path(self.out, exp.tag, method), extra=extra)
+        return probe
+
+    def score_probe(
+        self, probe: Probe, method: str, tests: list[tuple[str, np.ndarray, pd.DataFrame]]
+    ) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, torch.Tensor]]:
+        """Metric rows, random-baseline quantile rows (or None) and the score tensors to save, for every test
+        subset: one scoring of the whole test split, sliced per subset (the random baseline's [L, K, n] scores
+        are computed per subset instead, to bound memory)."""
+        settings, device = self.cfg.eval, self.device
+        x_test = self.splits.features("test", probe_class(method).pair)
+        frames, qframes, tensors = [], [], {}
+        if method == "random":
+            for t, idx, meta in tests:
+                s = probe.score(x_test.index_select(1, torch.as_tensor(idx, device=device)))
+                df, qdf, dists = evaluate_random(s, meta, t, settings)
+                frames.append(_with_ids(df, test=t))
+                if len(qdf):
+                    qframes.append(_with_ids(qdf, test=t))
+                tensors.update({f"{t}/{k}": v.contiguous() for k, v in dists.items()})
+        else:
+            s_full = probe.score(x_test)
+            for t, idx, meta in tests:
+                s = s_full[:, torch.as_tensor(idx, device=device)]
+                frames.append(_with_ids(evaluate_scores(s, meta, t, settings, self.resamples), test=t))
+                tensors[t] = s.float().cpu().contiguous()
+                tensors[f"{t}.index"] = torch.as_tensor(idx, dtype=torch.int64)
+        quantiles = pd.concat(qframes, ignore_index=True) if qframes else None
+        return pd.concat(frames, ignore_index=True), quantiles, tensors
+
+    def assemble(self, grid: dict[str, list[Experiment]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
+        """The final tables (results, random quantiles, EIL, PGR) from the units' parts, and the summary."""
+        units = [("lm", "lm"), *((m, e.tag) for m in self.cfg.methods for e in grid[m])]
+        frames, qframes = [], []
+        for method, tag in units:
+            rows, quantiles = self.parts.read(method, tag)
+            frames.append(rows)
+            if quantiles is not None:
+                qframes.append(quantiles)
+        results = pd.concat(frames, ignore_index=True)
+        _write_table(self.out / "results", results)
+        if qframes:
+            _write_table(self.out / "random", pd.concat(qframes, ignore_index=True))
+        num_layers = self.num_layers
+        eil = eil_table(results, num_layers)
+        _write_table(self.out / "eil", eil, parquet=False)
+        pgr_rows = pgr_table(results, eil, self.cfg.pgr_specs, num_layers)
+        _write_table(self.out / "pgr", pgr_rows, parquet=False)
+        summary = build_summary(results, eil, pgr_rows, self.cfg.pgr_specs, grid, num_layers)
+        summary.update(
+            {
+                "model": self.model,
+                "dataset": self.dataset,
+                "num_layers": num_layers,
+                "hidden_size": self.test.hidden_size,
+                "train_store": {
+                    "path": str(self.train.path),
+                    "fingerprint": self.train.fingerprint,
+                    "n": self.train.n,
+                },
+                "test_store": {
+                    "path": str(self.test.path),
+                    "fingerprint": self.test.fingerprint,
+                    "n": self.test.n,
+                },
+                "fpr": self.cfg.eval.fpr,
+                "n_boot": self.cfg.eval.n_boot,
+                "skipped": skipped,
+            }
+        )
+        return summary
+
+
+def release_freed_memory() -> None:
+    """Hand the pages of freed blocks back to the operating system (glibc's `malloc_trim`; elsewhere nothing).
+
+    Why: glibc keeps freed blocks below its (adaptive, up to 32 MB) mmap threshold in its heaps for reuse, and
+    the units' temporaries come in many sizes, so without this the resident memory after a unit stays near that
+    unit's peak and the next unit's data lands on top of it."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+        pass
 
 
 def _invalidate_if_changed(out: Path, run_info: dict[str, Any]) -> None:

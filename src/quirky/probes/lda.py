@@ -60,25 +60,36 @@ def _pinv_solve(a: Tensor, delta: Tensor, y: Tensor) -> Tensor:
     margin = rtol * lam * 1.05 + torch.finfo(m.dtype).eps * lam
     _, info = torch.linalg.cholesky_ex(m_fast - margin[:, None, None] * eye)
     fast = info == 0
-    out = torch.empty(num_layers, f, dtype=a.dtype, device=a.device)
     rhs = (a @ delta.unsqueeze(-1)) if n <= f else delta.unsqueeze(-1)  # [L, k, 1]
-    if bool(fast.any()):
-        chol = torch.linalg.cholesky(m_fast[fast])
-        t = torch.cholesky_solve(rhs[fast], chol)
-        if n <= f:
-            t = torch.cholesky_solve(t, chol)
-            out[fast] = (a[fast].mT @ t).squeeze(-1)
-        else:
-            out[fast] = t.squeeze(-1)
-    slow = ~fast
-    if bool(slow.any()):
-        evals, vecs = torch.linalg.eigh(m[slow])
-        keep = evals > rtol * evals[:, -1:].clamp_min(0)
-        power = 2 if n <= f else 1
-        inv = torch.where(keep, 1.0 / evals.clamp_min(1e-300) ** power, torch.zeros_like(evals))
-        t = vecs @ ((vecs.mT @ rhs[slow]) * inv.unsqueeze(-1))
-        out[slow] = ((a[slow].mT @ t) if n <= f else t).squeeze(-1)
+    gram_rows = n <= f
+    # whole batches where possible: a boolean-mask selection copies its operands (a is the data, in float64)
+    if bool(fast.all()):
+        return _cholesky_path(m_fast, rhs, a, gram_rows)
+    if not bool(fast.any()):
+        return _eigh_path(m, rhs, a, rtol, gram_rows)
+    out = torch.empty(num_layers, f, dtype=a.dtype, device=a.device)
+    out[fast] = _cholesky_path(m_fast[fast], rhs[fast], a[fast], gram_rows)
+    out[~fast] = _eigh_path(m[~fast], rhs[~fast], a[~fast], rtol, gram_rows)
     return out
+
+
+def _cholesky_path(m: Tensor, rhs: Tensor, a: Tensor, gram_rows: bool) -> Tensor:
+    """`_pinv_solve` where the pseudo-inverse is the inverse: Cholesky solves (twice for A^T G^-2 A delta)."""
+    chol = torch.linalg.cholesky(m)
+    t = torch.cholesky_solve(rhs, chol)
+    if gram_rows:
+        return (a.mT @ torch.cholesky_solve(t, chol)).squeeze(-1)
+    return t.squeeze(-1)
+
+
+def _eigh_path(m: Tensor, rhs: Tensor, a: Tensor, rtol: float, gram_rows: bool) -> Tensor:
+    """`_pinv_solve` by eigendecomposition, dropping eigenvalues under the reference's cutoff."""
+    evals, vecs = torch.linalg.eigh(m)
+    keep = evals > rtol * evals[:, -1:].clamp_min(0)
+    power = 2 if gram_rows else 1
+    inv = torch.where(keep, 1.0 / evals.clamp_min(1e-300) ** power, torch.zeros_like(evals))
+    t = vecs @ ((vecs.mT @ rhs) * inv.unsqueeze(-1))
+    return ((a.mT @ t) if gram_rows else t).squeeze(-1)
 
 
 def _shrunk_solve(a: Tensor, delta: Tensor, shrinkage: float | str, n: int) -> Tensor:
@@ -113,7 +124,7 @@ class LdaProbe(Probe):
     direction_: Tensor  # [L, f] weight * scale
     bias_: Tensor  # [L] offset
 
-    def __init__(self, shrinkage: float | str | None = None, max_chunk_bytes: int = 1 << 28) -> None:
+    def __init__(self, shrinkage: float | str | None = None, max_chunk_bytes: int = 1 << 24) -> None:
         if shrinkage is not None and shrinkage != "auto":
             try:
                 shrinkage = float(shrinkage)

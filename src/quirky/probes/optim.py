@@ -151,12 +151,16 @@ class _Memory:
         )
 
     def rows(self, keep: Tensor) -> None:
-        self.s, self.y, self.rho, self.gamma = (
-            self.s[:, keep],
-            self.y[:, keep],
-            self.rho[:, keep],
-            self.gamma[keep],
-        )
+        """Keep the rows `keep` (ascending indices).  s and y are compacted in place, one slot at a time: a
+        gathered copy of the whole history (hundreds of MB for CCS) would briefly double the optimiser's memory.
+        Row b moves to position i <= b and the gather reads before it writes, so no row is overwritten before
+        it has moved."""
+        k = len(keep)
+        for t in (self.s, self.y):
+            for j in range(t.shape[0]):
+                t[j, :k] = t[j].index_select(0, keep)
+        self.s, self.y = self.s[:, :k], self.y[:, :k]
+        self.rho, self.gamma = self.rho[:, keep], self.gamma[keep]
 
     def direction(self, g: Tensor) -> Tensor:
         """-H g by the two-loop recursion over the filled slots, newest first; in place, because at 100 slots its

@@ -62,11 +62,13 @@ class RandomDirectionsProbe(Probe):
         return out
 
     def _fit(self, x: Tensor, y: Tensor) -> None:
-        # one rank computation for all layers x directions (`auroc_columns`, bit-identical to a per-layer `auroc`)
-        num_layers, k = x.shape[0], self.n_directions
-        raw = self._project(x)
-        auc = auroc_columns(raw.reshape(num_layers * k, -1), y.unsqueeze(0)).reshape(num_layers, k)
-        del raw
+        # a layer at a time: the [K, n] projections of one layer, not [L, K, n] of all, are in memory at once
+        # (`auroc_columns` ranks each direction's scores once; bit-identical to a per-direction `auroc`)
+        num_layers, features = x.shape[0], x.shape[-1]
+        auc = torch.empty(num_layers, self.n_directions, dtype=torch.float64, device=x.device)
+        for layer in range(num_layers):
+            raw = self.directions(layer, features, x.device, x.dtype) @ x[layer].mT  # [K, n]
+            auc[layer] = auroc_columns(raw, y.unsqueeze(0))[:, 0]
         self.sign_ = torch.where(auc < 0.5, -1.0, 1.0).to(x.dtype)
         self.shape_ = torch.tensor([x.shape[0], x.shape[-1]], dtype=torch.int64)
 
