@@ -2,12 +2,14 @@
 
     python benchmarks/bench_probe_scale.py --sizes small,medium           # minutes
     python benchmarks/bench_probe_scale.py --sizes 7b --work /big/disk    # the 7B shape: about 4 GB of stores
+    python benchmarks/bench_probe_scale.py --sizes 7b --together          # all methods in one process
 
 For each size a synthetic pair of float16 stores (validation = probe training, test = evaluation, pairs
 included) is written once into `--work` (kept and reused by later runs of the script: the data is a pure
 function of the size and seed).  Then `quirky probe` runs as a fresh process per method, over the reference's
 experiment grid for that method with `--n-boot` bootstrap resamples, and the script records that process's wall
-time, CPU time and peak RSS (`os.wait4`: the child alone).  The stores' float32 size is printed beside the RSS,
+time, CPU time and peak RSS (`os.wait4`: the child alone).  With `--together`, one `quirky probe` process runs
+all the methods instead (what a user runs; its peak is the largest of the methods' with the stage's caches).  The stores' float32 size is printed beside the RSS,
 since the target of issue 15 is a peak RSS within 2x the float32 size of the training store.
 
 The data: a truth direction whose sign is the example's label on every layer, Bob's examples flipped on half of
@@ -100,7 +102,8 @@ def stores_for(size: str, work: Path) -> Path:
 
 
 def run_probe(act: Path, out: Path, method: str, n_boot: int, threads: int) -> dict[str, Any]:
-    """One `quirky probe` process for one method: wall, CPU and peak RSS of that process alone."""
+    """One `quirky probe` process for `method` (one, or several comma-separated): wall, CPU and peak RSS of
+    that process alone."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "QUIRKY_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "quirky.cli", "probe", "--activations", str(act), "--out", str(out)]
     cmd += ["--methods", method, "--n-boot", str(n_boot), "--device", "cpu", "-q"]
@@ -120,12 +123,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of each `quirky probe`")
     ap.add_argument("--work", type=Path, default=Path("bench-probe-scale"), help="stores and outputs go here")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    ap.add_argument("--together", action="store_true", help="one process for all the methods")
     args = ap.parse_args(argv)
     sizes = [s for s in args.sizes.split(",") if s]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         raise SystemExit(f"unknown size(s) {', '.join(unknown)}; choose from {', '.join(SIZES)}")
     methods = [m for m in args.methods.split(",") if m]
+    if args.together:
+        methods = [",".join(methods)]
     results: dict[str, Any] = {}
     for size in sizes:
         n_val, n_test, layers, d = SIZES[size]
@@ -138,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         rows = {}
         for method in methods:
-            res = run_probe(act, args.work / f"out-{size}-{method}", method, args.n_boot, args.threads)
+            tag = "together" if args.together else method
+            res = run_probe(act, args.work / f"out-{size}-{tag}", method, args.n_boot, args.threads)
             rows[method] = res
             print(
                 f"  {method:<18} {res['wall_s']:8.1f} s wall {res['cpu_s']:8.1f} s CPU "
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {
         "n_boot": args.n_boot,
         "threads": args.threads,
+        "together": args.together,
         "load_avg_1min": os.getloadavg()[0],
         "sizes": results,
     }

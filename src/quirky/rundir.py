@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from quirky.anomaly.output import AnomalyOutput
+from quirky.datasets.layout import META_FILE
 from quirky.errors import QuirkyError
+from quirky.extraction.store import STORE_JSON
 from quirky.interventions.output import InterventionOutput
 
 RUN_JSON = "run.json"
@@ -200,7 +202,7 @@ def discover(root: str | os.PathLike[str]) -> RunLayout:
         )
     layout = RunLayout(root=root)
     for d in _subdirs(root / DATASETS):
-        if (d / "dataset.json").is_file():
+        if (d / META_FILE).is_file():
             layout.datasets[d.name] = d
     for d in _subdirs(root / FINETUNE):
         key = parse_finetune_key(d.name)
@@ -209,7 +211,7 @@ def discover(root: str | os.PathLike[str]) -> RunLayout:
     for m in _subdirs(root / ACTIVATIONS):
         for ds in _subdirs(m):
             for split in _subdirs(ds):
-                if (split / "store.json").is_file():
+                if (split / STORE_JSON).is_file():
                     layout.activations[(m.name, ds.name, split.name)] = split
     for m in _subdirs(root / PROBES):
         for ds in _subdirs(m):

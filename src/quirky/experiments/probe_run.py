@@ -25,6 +25,7 @@ from quirky.subsets import EASY, HARD
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"
 RESULTS = "results.parquet"
+RANDOM = "random.parquet"  # the random baseline's quantiles over directions
 EIL_CSV = "eil.csv"
 PGR_CSV = "pgr.csv"
 PROBES = "probes"

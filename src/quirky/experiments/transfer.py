@@ -39,7 +39,11 @@ from quirky.experiments.evaluate import (
 from quirky.experiments.grid import Experiment, default_grid, parse_experiments
 from quirky.experiments.pgr import DEFAULT_PGR_SPECS, PgrSpec
 from quirky.experiments.probe_run import (
+    EIL_CSV,
     EMPTY,
+    PGR_CSV,
+    RANDOM,
+    RESULTS,
     RUN_JSON,
     SINGLE_CLASS,
     SUMMARY_JSON,
@@ -557,14 +561,14 @@ class _Run:
             if quantiles is not None:
                 qframes.append(quantiles)
         results = pd.concat(frames, ignore_index=True)
-        _write_table(self.out / "results", results)
+        _write_table(self.out / RESULTS, results)
         if qframes:
-            _write_table(self.out / "random", pd.concat(qframes, ignore_index=True))
+            _write_table(self.out / RANDOM, pd.concat(qframes, ignore_index=True))
         num_layers = self.num_layers
         eil = eil_table(results, num_layers)
-        _write_table(self.out / "eil", eil, parquet=False)
+        _write_table(self.out / EIL_CSV, eil, parquet=False)
         pgr_rows = pgr_table(results, eil, self.cfg.pgr_specs, num_layers)
-        _write_table(self.out / "pgr", pgr_rows, parquet=False)
+        _write_table(self.out / PGR_CSV, pgr_rows, parquet=False)
         summary = build_summary(results, eil, pgr_rows, self.cfg.pgr_specs, grid, num_layers)
         summary.update(
             {
@@ -621,8 +625,10 @@ def _invalidate_if_changed(out: Path, run_info: dict[str, Any]) -> None:
             (out / name).unlink(missing_ok=True)
 
 
-def _write_table(stem: Path, df: pd.DataFrame, parquet: bool = True) -> None:
-    """Parquet (exact) and CSV (readable) copies; identical bytes already on disk are left untouched."""
+def _write_table(path: Path, df: pd.DataFrame, parquet: bool = True) -> None:
+    """Parquet (exact) and CSV (readable) copies of the table named by `path` (either suffix); identical bytes
+    already on disk are left untouched."""
+    stem = path.with_suffix("")
     if parquet:
         buffer = io.BytesIO()
         df.to_parquet(buffer, index=False)

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from quirky.datasets.layout import read_meta
 from quirky.errors import QuirkyError
 from quirky.fileio import read_json, write_json
 from quirky.pipeline.config import RunConfig, config_from_dict
@@ -301,9 +302,7 @@ def run_pipeline(cfg: RunConfig, log: Log = print) -> dict[str, Any]:
     }
     timer = _Timer()
     datasets = timer.stage("datasets", lambda: build_datasets(cfg, run_dir, log))
-    record["fingerprints"] = {
-        f"dataset/{n}": read_json(p / "dataset.json").get("fingerprint") for n, p in datasets.items()
-    }
+    record["fingerprints"] = {f"dataset/{n}": read_meta(p).get("fingerprint") for n, p in datasets.items()}
     jobs = [(cfg.to_dict(), str(run_dir), m, d) for m in cfg.models for d in cfg.datasets.names]
     results = timer.stage("jobs", lambda: _run_jobs_with_progress(cfg, jobs, run_dir))
     for r in results:

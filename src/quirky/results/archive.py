@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from quirky.anomaly import output as anomaly_output
+from quirky.datasets.layout import META_FILE
 from quirky.errors import QuirkyError
 from quirky.experiments.probe_run import RESULTS, SMALL_FILES, ProbeRun
 from quirky.fileio import read_json, write_json
@@ -62,7 +63,7 @@ def collect(
     archived = RunDir(Path())  # the archive's layout is the run's, relative to `out`
     keep(run.run_json, archived.run_json)
     for name, path in run.datasets.items():
-        keep(path / "dataset.json", archived.dataset_dir(name) / "dataset.json")
+        keep(path / META_FILE, archived.dataset_dir(name) / META_FILE)
     for path in run.finetune.values():
         if not FinetuneOutput.exists(path):  # unfinished (or replaced) finetuning: nothing to quote yet
             continue
