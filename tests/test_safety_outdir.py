@@ -4,6 +4,7 @@ output directory; anything else is refused with one line and leaves every file o
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import os
 import subprocess
@@ -318,3 +319,33 @@ def test_probe_never_writes_into_an_unrelated_folder(tmp_path: Path, user_files:
     code, err = run_cli(["probe", "--activations", str(act), "--out", str(act), "-q"], capsys)
     assert_one_line_error(code, err, "is an input")
     assert snapshot(tmp_path) == before
+
+
+def test_output_kinds_list_the_files_their_stages_write() -> None:
+    """`outdir.KINDS` says which files each command owns (what a rerun may replace).  The light stages' names come
+    from their output modules; the heavy ones (torch, pandas) are kept out of this early import, so their names are
+    checked here against the constants their writers use: a renamed file would otherwise be refused as foreign."""
+    from quirky.datasets.layout import META_FILE, SPLITS
+    from quirky.experiments import probe_run
+    from quirky.extraction.store import MANIFEST, STORE_JSON, chunk_name
+    from quirky.outdir import KINDS, PROBE_TABLES
+    from quirky.report import build
+
+    def owns(kind: str, name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pattern) for pattern in KINDS[kind].owned)
+
+    assert KINDS["datasets"].signature == (META_FILE,)
+    assert all(owns("datasets", n) for n in (META_FILE, *(f"{s}.parquet" for s in SPLITS)))
+    assert KINDS["extract"].signature == (STORE_JSON,)
+    assert all(owns("extract", n) for n in (STORE_JSON, MANIFEST, chunk_name(0), chunk_name(12)))
+    probe_files = (probe_run.RUN_JSON, probe_run.PROBES, probe_run.SCORES, "parts")
+    tables = (
+        probe_run.SUMMARY_JSON,
+        probe_run.RESULTS,
+        probe_run.RANDOM,
+        probe_run.EIL_CSV,
+        probe_run.PGR_CSV,
+    )
+    assert all(owns("probe", n) for n in (*probe_files, *tables))
+    assert set(tables) <= set(PROBE_TABLES)  # removed before a probe run's settings change
+    assert all(owns("report", n) for n in (build.HTML, build.MARKDOWN, build.SUMMARY, build.FIGURES))

@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quirky.anomaly import output as anomaly_output
 from quirky.errors import QuirkyError
 from quirky.fileio import drop_temporaries, recover_swap, swap_in
 from quirky.finetune import output as finetune_output
+from quirky.interventions import output as intervention_output
 
 MARKER = ".quirky-output.json"
 
@@ -70,14 +72,14 @@ KINDS: dict[str, Kind] = {
     "anomaly": Kind(
         command="quirky anomaly",
         noun="an anomaly-detection output",
-        signature=("anomaly.json",),
-        owned=("anomaly.json", "scores.parquet"),
+        signature=(anomaly_output.RESULT_JSON,),
+        owned=(anomaly_output.RESULT_JSON, anomaly_output.SCORES),
     ),
     "intervene": Kind(
         command="quirky intervene",
         noun="an intervention output",
-        signature=("interventions.json",),
-        owned=("interventions.json", "log_odds.parquet"),
+        signature=(intervention_output.RESULT_JSON,),
+        owned=(intervention_output.RESULT_JSON, intervention_output.LOG_ODDS),
     ),
     "datasets": Kind(
         command="quirky datasets build",
