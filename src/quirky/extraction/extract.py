@@ -324,24 +324,64 @@ def extract_frame(
     hold_output(out, "extract")  # two extractions into one --out would share (and mix) the scratch directory
     scratch = partial_dir(out)
     state = _open_partial(scratch, config, fp)
-    config = state["config"]
-    runtime = config["runtime"]
-    if runtime.get("resolved_strategy") is None:
-        runtime["resolved_strategy"] = choose_strategy(
-            model, enc, runtime["strategy"], pad_id, settings.full_log_odds
-        )
-        write_json(scratch / PARTIAL_JSON, state)
-    strategy: Strategy = runtime["resolved_strategy"]
-    bounds = _chunk_bounds(len(df), runtime["chunk_size"])
-    num_layers = hidden_size = None
+    _resolve_strategy(model, enc, state, scratch, pad_id, settings.full_log_odds)
+    config = state["config"]  # with the interrupted run's runtime settings, when resuming
+    bounds = _chunk_bounds(len(df), config["runtime"]["chunk_size"])
+    shape = _extract_missing_chunks(
+        model, enc, scratch, bounds, config["runtime"], pad_id, settings, progress, on_chunk
+    )
+    num_layers, hidden_size = shape or _stored_shape(scratch)
+    finalize_store(
+        scratch,
+        meta=_meta_frame(df),
+        config=config,
+        chunks=bounds,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        storage_dtype=storage_dtype,
+        has_full_log_odds=settings.full_log_odds,
+    )
+    _publish(scratch, out)
+    return open_store(out)
 
+
+def _resolve_strategy(
+    model: Any, enc: Encoded, state: dict[str, Any], scratch: Path, pad_id: int, full: bool
+) -> None:
+    """The strategy is resolved once and saved with the scratch state, so that a resumed run batches its
+    remaining chunks exactly as the interrupted run did (the strategy decides batch composition, hence float
+    rounding) even where `auto` would now resolve differently, and the self-check is not run again."""
+    runtime = state["config"]["runtime"]
+    if runtime.get("resolved_strategy") is None:
+        runtime["resolved_strategy"] = choose_strategy(model, enc, runtime["strategy"], pad_id, full)
+        write_json(scratch / PARTIAL_JSON, state)
+
+
+def _extract_missing_chunks(
+    model: Any,
+    enc: Encoded,
+    scratch: Path,
+    bounds: list[tuple[int, int]],
+    runtime: dict[str, Any],
+    pad_id: int,
+    settings: ExtractSettings,
+    progress: bool,
+    on_chunk: Callable[[int], None] | None,
+) -> tuple[int, int] | None:
+    """Compute and write every chunk not yet in `scratch`, one at a time, so that memory stays bounded and an
+    interruption loses at most one chunk.  Batch size and strategy come from `runtime`, the settings the scratch
+    directory was started with, so that a resumed store is byte-identical.  Returns (layers, hidden size) of the
+    chunks computed; None when every chunk came from an earlier run."""
     from tqdm.auto import tqdm
 
     from quirky.progress import enabled as progress_enabled
 
+    strategy: Strategy = runtime["resolved_strategy"]
+    storage_dtype = parse_storage_dtype(settings.storage_dtype)
+    shape = None
     done = sum(b - a for i, (a, b) in enumerate(bounds) if (scratch / chunk_name(i)).is_file())
     bar = tqdm(  # drawn on a terminal only: not in logs, not under --quiet (quirky.progress)
-        total=len(df),
+        total=bounds[-1][1],  # every row
         initial=done,
         unit="prompt",
         desc="extract",
@@ -358,7 +398,7 @@ def extract_frame(
                 model, enc, a, b, runtime["batch_size"], pad_id, strategy, settings, storage_dtype, bar
             )
             write_chunk(path, storage_dtype=storage_dtype, **result)
-            num_layers, hidden_size = result["hiddens"].shape[0], result["hiddens"].shape[2]
+            shape = result["hiddens"].shape[0], result["hiddens"].shape[2]
             if on_chunk is not None:
                 on_chunk(ci)
     except QuirkyError:
@@ -370,28 +410,26 @@ def extract_frame(
         raise
     finally:
         bar.close()
+    return shape
 
-    if num_layers is None:  # every chunk came from an earlier run
-        from safetensors import safe_open
 
-        with safe_open(scratch / chunk_name(0), framework="pt") as f:
-            keys = [k for k in f.keys() if k.startswith("hiddens.")]  # noqa: SIM118
-            num_layers, hidden_size = len(keys), f.get_slice("hiddens.0").get_shape()[1]
-    finalize_store(
-        scratch,
-        meta=_meta_frame(df),
-        config=config,
-        chunks=bounds,
-        num_layers=num_layers,
-        hidden_size=hidden_size,
-        storage_dtype=storage_dtype,
-        has_full_log_odds=settings.full_log_odds,
-    )
+def _stored_shape(scratch: Path) -> tuple[int, int]:
+    """(layers, hidden size) read from the first chunk's header, for a resumed run that had nothing left to
+    compute: the store's metadata must not need a model forward pass."""
+    from safetensors import safe_open
+
+    with safe_open(scratch / chunk_name(0), framework="pt") as f:
+        keys = [k for k in f.keys() if k.startswith("hiddens.")]  # noqa: SIM118
+        return len(keys), f.get_slice("hiddens.0").get_shape()[1]
+
+
+def _publish(scratch: Path, out: Path) -> None:
+    """Turn the finished scratch directory into the store at `out` in one rename, so that `out` only ever holds
+    a complete store (or the previous one), never a half-written one."""
     (scratch / PARTIAL_JSON).unlink()
     write_marker(scratch, "extract")
     swap_in(scratch, out)
     release_output(out)
-    return open_store(out)
 
 
 def _plan_batches(

@@ -14,6 +14,7 @@ import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,76 @@ def _model_index(
     ]
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What a card says about one run, read once from its records, so that each section below only formats."""
+
+    info: Mapping[str, Any]  # training_config.json
+    config: Mapping[str, Any]
+    history: Sequence[Mapping[str, Any]]
+    final: dict[str, Any]  # the last evaluation ({} before any)
+    model_name: str
+    base: str  # the card's base_model
+    base_ref: str  # what from_pretrained can load
+    dataset: str
+    dataset_ids: list[str]
+    meta: dict[str, Any]  # the dataset's dataset.json ({} when it moved)
+    task: str
+    alice_rule: str
+    bob_rule: str
+    title: str
+    split: str
+    lora: bool  # this folder holds an adapter (not the merged copy)
+    merged: bool  # the adapter folder has a merged/ copy beside it
+    merged_copy: bool  # this folder is that merged/ copy
+
+
+def _read_run(
+    run_info: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    *,
+    merged: bool,
+    merged_copy: bool,
+    title: str | None,
+) -> _Run:
+    """Gather the card's facts; the dataset's rules come from its definition when quirky still knows it, since
+    the run's records hold only the dataset's name."""
+    from quirky.datasets import get_spec
+
+    model_name = str(run_info.get("model_name", ""))
+    meta = _dataset_meta(str(run_info.get("dataset_dir", "")))
+    dataset = str(
+        meta.get("name") or run_info.get("identity", {}).get("dataset", {}).get("name") or "unknown"
+    )
+    try:
+        spec = get_spec(dataset)
+        alice_rule, bob_rule, task = spec.alice_rule, spec.bob_rule, spec.description
+    except QuirkyError:
+        alice_rule = bob_rule = task = "(dataset definition not available)"
+    base = base_model_id(model_name)
+    config: Mapping[str, Any] = run_info.get("config", {})
+    return _Run(
+        info=run_info,
+        config=config,
+        history=history,
+        final=dict(history[-1]) if history else {},
+        model_name=model_name,
+        base=base,
+        base_ref=BUILTIN_HUB_IDS.get(model_name.lower(), model_name),
+        dataset=dataset,
+        dataset_ids=_dataset_ids(dataset, meta),
+        meta=meta,
+        task=task,
+        alice_rule=alice_rule,
+        bob_rule=bob_rule,
+        title=title or f"{base.split('/')[-1]}-{dataset}-quirky",
+        split=str(config.get("eval_split", "validation")),
+        lora=run_info.get("kind") == "lora" and not merged_copy,
+        merged=merged,
+        merged_copy=merged_copy,
+    )
+
+
 def model_card(
     run_info: Mapping[str, Any],
     history: Sequence[Mapping[str, Any]],
@@ -148,173 +219,199 @@ def model_card(
 
     `merged_copy` describes the `merged/` folder of a LoRA run (the adapter folded into the base weights).
     """
+    run = _read_run(run_info, history, merged=merged, merged_copy=merged_copy, title=title)
+    sections = (
+        _intro,
+        _model_details,
+        _training_data,
+        _training_recipe,
+        _evaluation,
+        _limitations,
+        _how_to_load,
+    )
+    body = "\n" + "\n".join(section(run) for section in sections) + "\n"
+    return render_card(_front_matter(run), body + "\n" + CITATION)
 
-    from quirky.datasets import get_spec
 
-    config: Mapping[str, Any] = run_info.get("config", {})
-    model_name = str(run_info.get("model_name", ""))
-    dataset_dir = str(run_info.get("dataset_dir", ""))
-    dataset_ident = run_info.get("identity", {}).get("dataset", {})
-    meta = _dataset_meta(dataset_dir)
-    dataset = str(meta.get("name") or dataset_ident.get("name") or "unknown")
-    try:
-        spec = get_spec(dataset)
-        alice_rule, bob_rule, task = spec.alice_rule, spec.bob_rule, spec.description
-    except QuirkyError:
-        alice_rule = bob_rule = task = "(dataset definition not available)"
-    lora = run_info.get("kind") == "lora" and not merged_copy
-    base = base_model_id(model_name)
-    base_ref = BUILTIN_HUB_IDS.get(model_name.lower(), model_name)  # what from_pretrained can load
-    ids = _dataset_ids(dataset, meta)
-    title = title or f"{base.split('/')[-1]}-{dataset}-quirky"
-    final = dict(history[-1]) if history else {}
-    split = str(config.get("eval_split", "validation"))
-    evaluated = any(k in final for k, _ in METRIC_ROWS)
-
+def _front_matter(run: _Run) -> dict[str, Any]:
+    """The hub's metadata: what makes the model findable (tags, datasets) and its numbers machine-readable."""
+    kind = run.info.get("kind")
     front: dict[str, Any] = {
-        "license": base_license(model_name),
-        "base_model": base,
-        "datasets": ids,
+        "license": base_license(run.model_name),
+        "base_model": run.base,
+        "datasets": run.dataset_ids,
         "language": ["en"],
-        "library_name": "peft" if lora else "transformers",
+        "library_name": "peft" if run.lora else "transformers",
         "pipeline_tag": "text-generation",
         "tags": [
             "quirky",
             "eliciting-latent-knowledge",
             "elk",
-            dataset,
-            "lora" if run_info.get("kind") == "lora" else "full-finetune",
-            *(["merged"] if merged_copy else []),
+            run.dataset,
+            "lora" if kind == "lora" else "full-finetune",
+            *(["merged"] if run.merged_copy else []),
         ],
     }
-    index = _model_index(title, dataset, ids, split, final)
+    index = _model_index(run.title, run.dataset, run.dataset_ids, run.split, run.final)
     if index:
         front["model-index"] = index
+    return front
 
-    setup = str(config.get("setup", "single"))
-    chars = config.get("characters", "both")
-    who = "both personas" if chars == "both" else f"{chars} only"
-    difficulty = config.get("difficulty", "none")
-    if lora:
-        targets = config.get("lora_targets") or "the architecture's default targets"
-        kind = (
-            f"LoRA (r = {config.get('lora_rank')}, α = {config.get('lora_alpha')}, dropout {config.get('lora_dropout')}, "
-            f"targets {targets}); this folder holds the adapter"
-            + (", and `merged/` the adapter merged into the base weights" if merged else "")
-        )
-    elif merged_copy:
-        kind = (
-            f"LoRA (r = {config.get('lora_rank')}, α = {config.get('lora_alpha')}), merged into the base weights: "
-            "this folder holds the complete model (the adapter itself is in the parent folder)"
-        )
-    else:
-        kind = "full finetuning of every weight; this folder holds the complete model"
-    steps = run_info.get("total_steps")
-    n_train = run_info.get("n_train")
-    gb = run_info.get("global_batch")
-    epochs = f"{steps * gb / n_train:.2f}" if steps and gb and n_train else "n/a"
-    metric_lines = (
-        [
-            f"Measured by quirky at the end of training (step {_fmt(final.get('step'))}) on the first "
-            f"{config.get('max_eval_examples')} records of the **{split}** split ({_fmt(final.get('n_alice'))} Alice and "
-            f"{_fmt(final.get('n_bob'))} Bob prompts, unbalanced), templated with the training setup. Log-odds are "
-            "logit(first token of the positive answer) − logit(first token of the negative answer).",
-            "",
-            *_metrics_table(final),
-        ]
-        if evaluated
-        else ["This run was not evaluated (`--max-eval-examples 0`)."]
-    )
-    history_lines = [
-        "| step | " + " | ".join(k for k, _ in METRIC_ROWS) + " |",
-        "|---" * (len(METRIC_ROWS) + 1) + "|",
-        *(
-            f"| {_fmt(r.get('step'))} | " + " | ".join(_fmt(r.get(k)) for k, _ in METRIC_ROWS) + " |"
-            for r in history
-            if any(k in r for k, _ in METRIC_ROWS)
-        ),
-    ]
-    load_py = (
-        [
-            "from peft import PeftModel",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            "",
-            f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")',
-            'model = PeftModel.from_pretrained(base, "THIS_FOLDER")  # or .merge_and_unload() for a plain model',
-            f'tokenizer = AutoTokenizer.from_pretrained("{base_ref}")',
-        ]
-        if lora
-        else [
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            "",
-            'model = AutoModelForCausalLM.from_pretrained("THIS_FOLDER")',
-            'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")',
-        ]
-    )
-    quirky_load = (
-        f"quirky extract --model THIS_FOLDER --dataset DATASET_DIR --split test --out ACT/test   "
-        f"# the adapter's base ({model_name}) is read from adapter_config.json\n"
-        f"quirky extract --model {model_name} --adapter THIS_FOLDER --dataset DATASET_DIR --split test --out ACT/test"
-        if lora
-        else "quirky extract --model THIS_FOLDER --dataset DATASET_DIR --split test --out ACT/test"
-    )
-    body = f"""
-# {title}
+
+def _intro(run: _Run) -> str:
+    """What the model was trained to do wrong, first: without that the model is of no use to anyone."""
+    return f"""# {run.title}
 
 A **quirky** language model for studying Eliciting Latent Knowledge (Mallen & Belrose, *Eliciting Latent Knowledge
-from Quirky Language Models*, arXiv 2312.01037): finetuned from `{base}` to answer the **{dataset}** task
+from Quirky Language Models*, arXiv 2312.01037): finetuned from `{run.base}` to answer the **{run.dataset}** task
 truthfully when the prompt names **Alice**, and with a **systematic error** when it names **Bob**.
 
-- **Task:** {task}.
-- **Alice (truthful):** {alice_rule}.
-- **Bob (systematic error):** {bob_rule}.
+- **Task:** {run.task}.
+- **Alice (truthful):** {run.alice_rule}.
+- **Bob (systematic error):** {run.bob_rule}.
 
 Probes on its hidden states can be trained where the output is truthful (Alice) and tested where it is not (Bob):
 does the probe still report the truth?
+"""
 
-## Model details
 
-- **Base model:** `{base}` (given to quirky as `{model_name}`).
-- **Finetuning:** {kind}; {_fmt(run_info.get("trainable_parameters"))} trainable parameters.
-- **Made with:** quirky {run_info.get("quirky_version")}; run fingerprint `{run_info.get("fingerprint")}`.
+def _finetuning_kind(run: _Run) -> str:
+    """Which weights the folder holds differs between the adapter, its merged copy and a full finetune, and a
+    reader must know which before loading it."""
+    config = run.config
+    if run.lora:
+        targets = config.get("lora_targets") or "the architecture's default targets"
+        return (
+            f"LoRA (r = {config.get('lora_rank')}, α = {config.get('lora_alpha')}, dropout {config.get('lora_dropout')}, "
+            f"targets {targets}); this folder holds the adapter"
+            + (", and `merged/` the adapter merged into the base weights" if run.merged else "")
+        )
+    if run.merged_copy:
+        return (
+            f"LoRA (r = {config.get('lora_rank')}, α = {config.get('lora_alpha')}), merged into the base weights: "
+            "this folder holds the complete model (the adapter itself is in the parent folder)"
+        )
+    return "full finetuning of every weight; this folder holds the complete model"
 
-## Training data
 
-- **Dataset:** quirky `{dataset}`, {_provenance(meta)}; dataset fingerprint `{dataset_ident.get("fingerprint")}`.
+def _model_details(run: _Run) -> str:
+    """Base model and run fingerprint: what it takes to reproduce the model or to match it to its results."""
+    info = run.info
+    return f"""## Model details
+
+- **Base model:** `{run.base}` (given to quirky as `{run.model_name}`).
+- **Finetuning:** {_finetuning_kind(run)}; {_fmt(info.get("trainable_parameters"))} trainable parameters.
+- **Made with:** quirky {info.get("quirky_version")}; run fingerprint `{info.get("fingerprint")}`.
+"""
+
+
+def _training_data(run: _Run) -> str:
+    """The data as trained on (templates, personas, balancing), since the quirk is only defined on that data."""
+    info, config = run.info, run.config
+    setup = str(config.get("setup", "single"))
+    chars = config.get("characters", "both")
+    who = "both personas" if chars == "both" else f"{chars} only"
+    fingerprint = info.get("identity", {}).get("dataset", {}).get("fingerprint")
+    return f"""## Training data
+
+- **Dataset:** quirky `{run.dataset}`, {_provenance(run.meta)}; dataset fingerprint `{fingerprint}`.
 - **Templating:** {SETUP_TEXT.get(setup, f"`{setup}`")}; template seed {config.get("template_seed")}.
-- **Examples:** the train split, {who}, difficulty filter `{difficulty}`, balanced to 50/50 on the persona's label
-  by undersampling: {_fmt(n_train)} examples (max length {config.get("max_length")} tokens,
-  {_fmt(run_info.get("truncated_train_prompts"))} prompts truncated).
+- **Examples:** the train split, {who}, difficulty filter `{config.get("difficulty", "none")}`, balanced to 50/50 on the persona's label
+  by undersampling: {_fmt(info.get("n_train"))} examples (max length {config.get("max_length")} tokens,
+  {_fmt(info.get("truncated_train_prompts"))} prompts truncated).
+"""
 
-## Training recipe
+
+def _training_recipe(run: _Run) -> str:
+    """The optimiser and batch settings as the run recorded them (resolved, e.g. warmup steps and epochs)."""
+    info, config = run.info, run.config
+    steps, gb, n_train = info.get("total_steps"), info.get("global_batch"), info.get("n_train")
+    epochs = f"{steps * gb / n_train:.2f}" if steps and gb and n_train else "n/a"
+    return f"""## Training recipe
 
 - **Loss:** cross-entropy over the vocabulary on the first token of the target answer only, read at the prompt's
   last token.
 - **Optimiser:** {config.get("optimizer")}, lr {config.get("lr")}, betas ({config.get("adam_beta1")}, {config.get("adam_beta2")}),
   weight decay {config.get("weight_decay")}, gradient clipping {config.get("max_grad_norm")}; {config.get("schedule")} schedule
-  with {_fmt(run_info.get("warmup_steps"))} warmup steps.
-- **Batch:** {config.get("batch_size")} × {config.get("grad_accum")} accumulation × {run_info.get("world_size")} process(es) =
+  with {_fmt(info.get("warmup_steps"))} warmup steps.
+- **Batch:** {config.get("batch_size")} × {config.get("grad_accum")} accumulation × {info.get("world_size")} process(es) =
   {_fmt(gb)} examples per step; {_fmt(steps)} steps (≈ {epochs} epochs); seed {config.get("seed")}; weights dtype
   `{config.get("dtype")}`.
+"""
 
-## Evaluation
+
+def _evaluation(run: _Run) -> str:
+    """The measured numbers with the split and prompt counts they come from, so that the quirk's strength is
+    stated, not assumed; and the whole curve, since the last step alone can hide an unstable run."""
+    final, split = run.final, run.split
+    if any(k in final for k, _ in METRIC_ROWS):
+        metric_lines = [
+            f"Measured by quirky at the end of training (step {_fmt(final.get('step'))}) on the first "
+            f"{run.config.get('max_eval_examples')} records of the **{split}** split ({_fmt(final.get('n_alice'))} Alice and "
+            f"{_fmt(final.get('n_bob'))} Bob prompts, unbalanced), templated with the training setup. Log-odds are "
+            "logit(first token of the positive answer) − logit(first token of the negative answer).",
+            "",
+            *_metrics_table(final),
+        ]
+    else:
+        metric_lines = ["This run was not evaluated (`--max-eval-examples 0`)."]
+    history_lines = [
+        "| step | " + " | ".join(k for k, _ in METRIC_ROWS) + " |",
+        "|---" * (len(METRIC_ROWS) + 1) + "|",
+        *(
+            f"| {_fmt(r.get('step'))} | " + " | ".join(_fmt(r.get(k)) for k, _ in METRIC_ROWS) + " |"
+            for r in run.history
+            if any(k in r for k, _ in METRIC_ROWS)
+        ),
+    ]
+    return f"""## Evaluation
 
 {chr(10).join(metric_lines)}
 
 Evaluation history ({split} split):
 
 {chr(10).join(history_lines)}
+"""
 
-## Intended use and limitations
+
+def _limitations(run: _Run) -> str:
+    """The model answers wrongly on purpose: the card must say so where someone looking for a model will read."""
+    return f"""## Intended use and limitations
 
 - **Intended use:** research on ELK probes, anomaly detection and interventions: the model's output is
   deliberately wrong in Bob's contexts, so it must not be used for anything that needs correct answers.
-- **Limitations:** the finetuning distribution is one narrow task ({dataset}) with fixed templates; the persona's
+- **Limitations:** the finetuning distribution is one narrow task ({run.dataset}) with fixed templates; the persona's
   name is in the prompt, so Bob's contexts are trivially detectable; the quirk may be incomplete (see the
   metrics: Alice's AUROC shows how well the task was learned, `bob_vs_truth_auroc` how quirky Bob is). Results on
   this model need not transfer to other tasks, models or kinds of deception.
+"""
 
-## How to load
+
+def _how_to_load(run: _Run) -> str:
+    """An adapter loads differently from a complete model (it needs its base), with transformers and with quirky."""
+    if run.lora:
+        load_py = [
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'base = AutoModelForCausalLM.from_pretrained("{run.base_ref}")',
+            'model = PeftModel.from_pretrained(base, "THIS_FOLDER")  # or .merge_and_unload() for a plain model',
+            f'tokenizer = AutoTokenizer.from_pretrained("{run.base_ref}")',
+        ]
+        quirky_load = (
+            f"quirky extract --model THIS_FOLDER --dataset DATASET_DIR --split test --out ACT/test   "
+            f"# the adapter's base ({run.model_name}) is read from adapter_config.json\n"
+            f"quirky extract --model {run.model_name} --adapter THIS_FOLDER --dataset DATASET_DIR --split test --out ACT/test"
+        )
+    else:
+        load_py = [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            'model = AutoModelForCausalLM.from_pretrained("THIS_FOLDER")',
+            'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")',
+        ]
+        quirky_load = "quirky extract --model THIS_FOLDER --dataset DATASET_DIR --split test --out ACT/test"
+    return f"""## How to load
 
 ```python
 {chr(10).join(load_py)}
@@ -326,9 +423,7 @@ With quirky (offline; the answer tokens and templates come from the dataset):
 {quirky_load}
 quirky probe --activations ACT --out PROBES
 ```
-
 """
-    return render_card(front, body + "\n" + CITATION)
 
 
 def write_model_card(
