@@ -17,6 +17,7 @@ from quirky.datasets.registry import available_specs
 from quirky.datasets.spec import DatasetSpec
 from quirky.datasets.templating import setups_for, templatize
 from quirky.errors import QuirkyError
+from quirky.subsets import EASY, HARD
 
 app = typer.Typer(
     help="Build and inspect the 12 quirky datasets.", no_args_is_help=True, add_completion=False
@@ -129,8 +130,8 @@ def export_cmd(
 @app.command("show")
 def show_cmd(
     dataset_dir: Path = typer.Argument(..., help="a directory written by `quirky datasets build`"),
-    easy: float = typer.Option(0.25, help="difficulty quantile at or below which a record is easy"),
-    hard: float = typer.Option(0.75, help="difficulty quantile at or above which a record is hard"),
+    easy: float = typer.Option(EASY, help="difficulty quantile at or below which a record is easy"),
+    hard: float = typer.Option(HARD, help="difficulty quantile at or above which a record is hard"),
     examples: int = typer.Option(3, help="rendered prompts per setup"),
 ) -> None:
     """Summarise a built dataset: sizes, Alice x Bob crosstab, easy/hard counts, rendered prompts per setup."""

@@ -103,7 +103,7 @@ def extract_cmd(
 def info_cmd(path: Path = typer.Argument(..., help="store directory")) -> None:
     """Shapes, subsets and their sizes, and the fingerprint of a store."""
     from quirky.extraction.store import open_store
-    from quirky.subsets import SUBSETS
+    from quirky.subsets import EASY, HARD, SUBSETS
 
     store = open_store(path)
     src = store.config.get("source", {})
@@ -128,7 +128,7 @@ def info_cmd(path: Path = typer.Argument(..., help="store directory")) -> None:
         + ("  + multi-token log-odds" if store.info.get("has_full_log_odds") else ""),
         highlight=False,
     )
-    table = Table(title="subsets (easy: quantile <= 0.25, hard: >= 0.75)")
+    table = Table(title=f"subsets (easy: quantile <= {EASY}, hard: >= {HARD})")
     for col in ("subset", "rows", "label=1", "alice!=bob"):
         table.add_column(col, justify="right")
     disagree = (store.meta["alice_label"] != store.meta["bob_label"]).to_numpy()
