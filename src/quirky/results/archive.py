@@ -51,6 +51,7 @@ def collect(
         raise QuirkyError(
             f"{out} is not empty and is not a results archive (no {MARKER}); choose a new --out"
         )
+    previous = _archived_files(out)
     out.mkdir(parents=True, exist_ok=True)
     copied: list[str] = []
 
@@ -97,7 +98,36 @@ def collect(
         "files": sorted(copied),
     }
     write_json(out / MARKER, marker)
+    _remove_stale(out, previous - set(copied))
     return out
+
+
+def _archived_files(out: Path) -> set[str]:
+    """The files an earlier `collect` wrote into `out`, as its marker lists them (none for a new archive)."""
+    if not (out / MARKER).is_file():
+        return set()
+    files = read_json(out / MARKER).get("files", [])
+    return {f for f in files if isinstance(f, str)}
+
+
+def _remove_stale(out: Path, stale: set[str]) -> None:
+    """Delete the files an earlier collect wrote that this one did not (a dataset or stage no longer in the run):
+    left in place, the tables would quote results the run no longer has.  Only files listed in the archive's own
+    marker are touched, never anything else a user keeps there; directories that end up empty go too."""
+    root = out.resolve()
+    for rel in sorted(stale):
+        path = (out / rel).resolve()
+        if root not in path.parents:  # a marker edited to point outside the archive: never follow it
+            continue
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent == root:
+                break
+            if not parent.is_dir():
+                continue
+            if any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 def parse_time_log(path: Path) -> dict[str, Any]:
