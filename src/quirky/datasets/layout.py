@@ -61,6 +61,11 @@ def write_split(path: Path, columns: dict[str, list[Any]], schema: pa.Schema) ->
         pq.write_table(table, tmp, compression="snappy", use_dictionary=True, write_statistics=True)
 
 
+def split_path(dataset_dir: str | Path, split: str) -> Path:
+    """The file of one split in a dataset directory."""
+    return Path(dataset_dir) / f"{split}.parquet"
+
+
 def _require_dir(dataset_dir: str | Path) -> Path:
     d = Path(dataset_dir)
     if not d.is_dir():
@@ -106,7 +111,7 @@ def load_split(dataset_dir: str | Path, split: str) -> pd.DataFrame:
     if split not in SPLITS:
         raise QuirkyError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}.")
     d = _require_dir(dataset_dir)
-    path = d / f"{split}.parquet"
+    path = split_path(d, split)
     if not path.is_file():
         raise QuirkyError(f"{path} is missing; rebuild the dataset with `quirky datasets build`.")
     try:

@@ -7,6 +7,7 @@ Why typed dataclasses with a strict loader: a sweep that runs for hours must fai
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -28,6 +29,11 @@ class DatasetsConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Local source files per dataset (authors, sciq, nli, or a custom sentiment source).
     sources: dict[str, str] = field(default_factory=dict)
+    # Existing dataset directories (from `quirky datasets build` or `quirky datasets import`) by the run's name
+    # for them, e.g. {addition = "data/addition"}: used as they are (copied into RUN/datasets/<name>), never
+    # built, so the sizes, seed, options and sources above do not apply to them.  A relative path is taken from
+    # the working directory, like `out` and `sources`.
+    dirs: dict[str, str] = field(default_factory=dict)
     setup: str = "single"
 
 
@@ -107,8 +113,8 @@ class RunConfig:
 
     def only(self, names: list[str]) -> RunConfig:
         """The same run restricted to some of its datasets (`quirky run --datasets`): their per-dataset
-        sources, options and finetuning settings come along, the others' are dropped, so the result is a
-        config that passes the same checks.  A name the config does not run is refused (its settings would
+        sources, options, directories and finetuning settings come along, the others' are dropped, so the result
+        is a config that passes the same checks.  A name the config does not run is refused (its settings would
         come from nowhere)."""
         unknown = [n for n in names if n not in self.datasets.names]
         if not names or unknown:
@@ -120,7 +126,7 @@ class RunConfig:
         d = self.to_dict()
         keep = [n for n in self.datasets.names if n in names]
         d["datasets"]["names"] = keep
-        for key in ("options", "sources"):
+        for key in ("options", "sources", "dirs"):
             d["datasets"][key] = {k: v for k, v in d["datasets"][key].items() if k in keep}
         d["finetune"]["datasets"] = {k: v for k, v in d["finetune"]["datasets"].items() if k in keep}
         return config_from_dict(d)
@@ -186,8 +192,11 @@ def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Validate a parsed config mapping into a `RunConfig` (strict: unknown keys and wrong types are errors)."""
+def config_from_dict(data: dict[str, Any], *, read_dirs: bool = True) -> RunConfig:
+    """Validate a parsed config mapping into a `RunConfig` (strict: unknown keys and wrong types are errors).
+
+    `read_dirs=False` skips reading the `[datasets] dirs` directories (a job of a run that has already copied
+    them into the run directory, possibly on another machine, does not need them)."""
     cfg: RunConfig = _build(RunConfig, data, "")
     if not cfg.models:
         raise QuirkyError('config: `models` is empty; name at least one model (e.g. models = ["smollm2"])')
@@ -204,19 +213,23 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         raise QuirkyError(
             f"config: [executor] kind must be one of {', '.join(_EXECUTORS)}, got {cfg.executor.kind!r}"
         )
-    _check_datasets(cfg)
+    _check_datasets(cfg, read_dirs=read_dirs)
     _check_finetune(cfg)
     _check_methods(cfg)
     return cfg
 
 
-def _check_datasets(cfg: RunConfig) -> None:
-    """Dataset names must be registered, options/sources must name listed datasets, the setup must fit each one."""
+def _check_datasets(cfg: RunConfig, *, read_dirs: bool = True) -> None:
+    """Dataset names must be registered (or given by a directory), options/sources/dirs must name listed datasets,
+    a directory's dataset takes no options or sources, and the setup must fit each dataset."""
     from quirky.datasets.registry import check_name
     from quirky.datasets.templating import setups_for
 
     d = cfg.datasets
     for name in d.names:
+        if name in d.dirs:
+            _check_dir_name(name)
+            continue
         try:
             check_name(name)
         except QuirkyError as e:
@@ -226,20 +239,65 @@ def _check_datasets(cfg: RunConfig) -> None:
         raise QuirkyError(
             f"config: [datasets] names lists {', '.join(doubled)} more than once; list each dataset once"
         )
-    for key, table in (("options", d.options), ("sources", d.sources)):
+    for key, table in (("options", d.options), ("sources", d.sources), ("dirs", d.dirs)):
         stray = sorted(set(table) - set(d.names))
         if stray:
             raise QuirkyError(
                 f"config: [datasets] {key} names {', '.join(stray)}, which [datasets] names does not list; "
                 f"add them to [datasets] names or remove their {key}"
             )
-    for name in d.names:
-        allowed = setups_for(name)
-        if d.setup not in allowed:
+    for key, table in (("options", d.options), ("sources", d.sources)):
+        given = sorted(set(table) & set(d.dirs))
+        if given:
             raise QuirkyError(
-                f"config: [datasets] setup {d.setup!r} is not available for dataset '{name}'; "
+                f"config: [datasets] {key} names {', '.join(given)}, which [datasets] dirs gives as an existing "
+                f"directory (used as it is, not built); remove their {key}"
+            )
+    # the dataset a name stands for: itself, or for a directory the registered dataset its dataset.json names
+    kinds = {n: n for n in d.names if n not in d.dirs}
+    if read_dirs:
+        kinds.update({n: dir_dataset(n, d.dirs[n]) for n in d.names if n in d.dirs})
+    for name, kind in kinds.items():
+        allowed = setups_for(kind)
+        if d.setup not in allowed:
+            held = f" (its directory {d.dirs[name]} holds '{kind}')" if name in d.dirs else ""
+            raise QuirkyError(
+                f"config: [datasets] setup {d.setup!r} is not available for dataset '{name}'{held}; "
                 f"use one of {', '.join(allowed)}"
             )
+
+
+_DIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_dir_name(name: str) -> None:
+    """A name given by a directory names RUN/datasets/<name>: one plain path component."""
+    if not _DIR_NAME.fullmatch(name):
+        raise QuirkyError(
+            f"config: [datasets] dirs names a dataset {name!r}; use letters, digits, '_', '-' and '.' "
+            "(it becomes a directory name in the run)"
+        )
+
+
+def dir_dataset(name: str, path: str) -> str:
+    """The registered dataset that the directory `[datasets] dirs.<name> = path` holds, read through the datasets
+    stage's reader; one-line errors for a missing or foreign directory, an unknown dataset, or a registered name
+    used for another dataset's directory."""
+    from quirky.datasets.layout import read_meta
+    from quirky.datasets.registry import DATASET_NAMES, check_name
+
+    where = f"config: [datasets] dirs.{name}"
+    try:
+        held = str(read_meta(path)["name"])
+        check_name(held)
+    except QuirkyError as e:
+        raise QuirkyError(f"{where}: {e}") from None
+    if name in DATASET_NAMES and name != held:
+        raise QuirkyError(
+            f"{where}: {path} holds dataset '{held}', not '{name}'; list it under a name that is not another "
+            f"registered dataset (e.g. '{held}')"
+        )
+    return held
 
 
 def _check_methods(cfg: RunConfig) -> None:

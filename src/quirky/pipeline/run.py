@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from quirky.datasets.layout import read_meta
+from quirky.datasets.layout import META_FILE, SPLITS, load_split, read_meta, split_path
 from quirky.errors import QuirkyError
-from quirky.fileio import read_json, write_json
+from quirky.fileio import file_digest, read_json, write_json
+from quirky.outdir import check_output, replace_output
 from quirky.pipeline.config import RunConfig, config_from_dict
 from quirky.pipeline.executor import run_jobs
 from quirky.progress import Bar, around_bars
@@ -93,15 +95,22 @@ class _SharedModel:
 
 
 def build_datasets(cfg: RunConfig, run_dir: Path, log: Log) -> dict[str, Path]:
-    """Build (or reuse) every dataset of the config; they are shared by all models."""
+    """Build (or reuse) every dataset of the config, or copy it from its `[datasets] dirs` directory; they are
+    shared by all models."""
     from quirky.datasets import build_dataset
 
     out: dict[str, Path] = {}
     d = cfg.datasets
     for name in d.names:
+        target = RunDir(run_dir).dataset_dir(name)
+        if name in d.dirs:
+            copied = copy_dataset(Path(d.dirs[name]), target, where=f"[datasets] dirs.{name}")
+            log(f"dataset {name}: {'copied' if copied else 'cached'} from {d.dirs[name]} -> {target}")
+            out[name] = target
+            continue
         result = build_dataset(
             name,
-            RunDir(run_dir).dataset_dir(name),
+            target,
             seed=d.seed,
             n_train=d.n_train,
             n_val=d.n_val,
@@ -112,6 +121,57 @@ def build_datasets(cfg: RunConfig, run_dir: Path, log: Log) -> dict[str, Path]:
         log(f"dataset {name}: {'cached' if result.up_to_date else 'built'} -> {result.out}")
         out[name] = result.out
     return out
+
+
+def _dataset_files(dataset_dir: Path) -> list[Path]:
+    """The files of a dataset directory (Contract 1): its dataset.json and one file per split."""
+    return [dataset_dir / META_FILE, *(split_path(dataset_dir, s) for s in SPLITS)]
+
+
+def _digests(dataset_dir: Path) -> dict[str, str] | None:
+    files = _dataset_files(dataset_dir)
+    if not all(f.is_file() for f in files):
+        return None
+    return {f.name: file_digest(f) for f in files}
+
+
+def copy_dataset(source: Path, target: Path, *, where: str) -> bool:
+    """Copy the dataset directory `source` (never changed) into the run's `target` as a datasets-stage output;
+    return False when `target` already holds the same files (nothing is written, so every later stage is reused).
+
+    The source is read through the datasets stage's reader first (dataset.json, every split in the raw schema,
+    each split's digest as dataset.json records it, so its fingerprint describes what is copied); a changed source
+    replaces the earlier copy as a whole (its new fingerprint tells the later stages their input changed)."""
+    real_source, real_target = source.resolve(), target.resolve()
+    if real_source == real_target or real_target in real_source.parents or real_source in real_target.parents:
+        raise QuirkyError(
+            f"{where}: {source} is or overlaps the run's own copy {target}; point it at a dataset directory "
+            "outside the run"
+        )
+    meta = read_meta(source)
+    for split in SPLITS:
+        load_split(source, split)
+    recorded = meta.get("files")
+    if not meta.get("fingerprint") or not isinstance(recorded, dict):
+        raise QuirkyError(
+            f"{where}: {source / META_FILE} records no fingerprint or split digests; rebuild it with "
+            "`quirky datasets build` or re-import it with `quirky datasets import`"
+        )
+    changed = [s for s in SPLITS if recorded.get(s) != file_digest(split_path(source, s))]
+    if changed:
+        raise QuirkyError(
+            f"{where}: the {', '.join(changed)} split(s) of {source} differ from the digests in its {META_FILE} "
+            "(changed after it was written); rebuild it with `quirky datasets build` or re-import it"
+        )
+    wanted = _digests(source)
+    if check_output(target, "datasets", inputs=[source]) == "previous" and _digests(target) == wanted:
+        return False
+    with replace_output(target, "datasets", inputs=[source]) as tmp:
+        for f in _dataset_files(source):
+            shutil.copyfile(f, tmp / f.name)
+        if _digests(tmp) != wanted:
+            raise QuirkyError(f"{where}: {source} changed while it was being copied; run again")
+    return True
 
 
 def _finetune(cfg: RunConfig, paths: JobPaths, log: Log) -> tuple[str, Path | None, dict[str, Any]]:
@@ -234,7 +294,7 @@ def _intervene(
 
 def run_job(config: dict[str, Any], run_dir: str, model: str, dataset: str) -> dict[str, Any]:
     """One (model, dataset) job: finetune -> extract -> probe -> anomaly -> intervene.  Picklable for submitit."""
-    cfg = config_from_dict(config)
+    cfg = config_from_dict(config, read_dirs=False)  # the run has copied them into RUN/datasets
     paths = JobPaths(Path(run_dir), model, dataset)
     timer = _Timer(where=f"{dataset} · {model_key(model)}")
 
