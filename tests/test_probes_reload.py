@@ -138,3 +138,23 @@ def test_undeclared_state_and_unstored_options_are_programming_errors():
 
     with pytest.raises(TypeError, match="alpha"):
         Unstored().get_params()
+
+
+def test_saved_probe_files_are_byte_identical(tmp_path) -> None:
+    """Equal probes give equal files: safetensors writes its metadata in hash order, which `write_safetensors`
+    sorts (without it, 5 saves of one probe practically never agree), and the file still loads as the probe."""
+    import hashlib
+
+    from quirky.probes import load_probe, make_probe
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 40, 6, generator=g), (torch.arange(40) % 2).float()
+    probe = make_probe("lr").fit(x, y)
+    digests = set()
+    for i in range(5):
+        probe.save(tmp_path / f"p{i}.safetensors", extra={"experiment": "A->A", "n_train": 40})
+        digests.add(hashlib.sha256((tmp_path / f"p{i}.safetensors").read_bytes()).hexdigest())
+    assert len(digests) == 1
+    torch.testing.assert_close(
+        load_probe(tmp_path / "p0.safetensors").score(x), probe.score(x), rtol=0, atol=0
+    )

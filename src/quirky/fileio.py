@@ -163,6 +163,29 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_safetensors(
+    path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> None:
+    """Save torch tensors as a safetensors file, atomically, with the header's metadata in sorted key order.
+
+    Why: safetensors writes its metadata map in hash order, different for every save (20 saves of one probe in one
+    process gave 17 different files), so identical runs wrote different bytes.  The header is re-serialised with
+    the same compact separators and the metadata keys sorted: the same characters in another order, so its length
+    and every tensor offset stay as safetensors wrote them.  Equal inputs now give equal files, and a rerun leaves
+    an identical file untouched (`write_bytes`).  For small files (probes, scores): the file is built in memory."""
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    if header.get("__metadata__"):
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= n:  # always (a permutation); else keep safetensors' own bytes
+            data = data[:8] + text.ljust(n, b" ") + data[8 + n :]
+    write_bytes(path, data)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Parse a JSON file; a damaged one (truncated, hand-edited, not text) is a one-line `BadFileError` naming it."""
     path = Path(path)

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
 
 from quirky.errors import QuirkyError
 from quirky.experiments.evaluate import (
@@ -62,6 +61,7 @@ from quirky.fileio import (
     read_parquet,
     write_bytes,
     write_json,
+    write_safetensors,
 )
 from quirky.outdir import MARKER, PROBE_TABLES, claim_output, release_output, write_marker
 from quirky.probes import METHODS, make_probe, probe_class
@@ -497,8 +497,9 @@ class _Run:
             return record
         probe = self.fit_probe(method, exp, options, train_idx, y)
         rows, quantiles, tensors = self.score_probe(probe, method, tests)
-        with atomic_path(scores_path(self.out, exp.tag, method)) as tmp:
-            save_file(tensors, str(tmp), metadata={"experiment": str(exp), "method": method})
+        write_safetensors(
+            scores_path(self.out, exp.tag, method), tensors, {"experiment": str(exp), "method": method}
+        )
         rows = _finish(rows, self.ids(method, exp), settings.fpr)
         if quantiles is not None:
             quantiles = _with_ids(quantiles, **self.ids(method, exp))[list(QUANTILE_COLUMNS)]

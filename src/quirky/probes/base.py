@@ -21,11 +21,10 @@ from typing import Any, ClassVar, Self
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from quirky.errors import QuirkyError
-from quirky.fileio import atomic_path
+from quirky.fileio import write_safetensors
 
 PROBE_FORMAT = "quirky-probe"
 PROBE_FORMAT_VERSION = "1"
@@ -220,8 +219,7 @@ class Probe(ABC):
             "extra": json.dumps(extra or {}, sort_keys=True, default=str),
         }
         tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in sorted(self.state_dict().items())}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        write_safetensors(path, tensors, meta)
 
     @classmethod
     def from_state(cls, config: dict[str, Any], state: dict[str, Tensor]) -> Self:
