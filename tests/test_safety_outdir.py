@@ -349,3 +349,26 @@ def test_output_kinds_list_the_files_their_stages_write() -> None:
     assert all(owns("probe", n) for n in (*probe_files, *tables))
     assert set(tables) <= set(PROBE_TABLES)  # removed before a probe run's settings change
     assert all(owns("report", n) for n in (build.HTML, build.MARKDOWN, build.SUMMARY, build.FIGURES))
+
+
+def test_a_foreign_directory_at_the_scratch_path_is_refused_not_deleted(tmp_path: Path) -> None:
+    """Extraction (and interventions) keep an unfinished output in a hidden sibling `.OUT.partial`; a directory
+    there that the command did not write (no state file) is the user's, so it is refused in one line and kept.
+    An empty one (a run killed before its state file) and one of our own are taken over."""
+    from quirky.extraction.extract import extract_frame
+    from quirky.outdir import scratch_path
+
+    model, tok, df = tiny_extraction()
+    out = tmp_path / "store"
+    scratch = scratch_path(out)
+    scratch.mkdir()
+    (scratch / "thesis.tex").write_text("mine\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(QuirkyError, match="not written by quirky"):
+        extract_frame(model, tok, df, out, source={"run": 3}, progress=False)
+    after = snapshot(tmp_path)
+    after.pop(lock_path(out).name)  # this process still holds the lock on `out` (released at exit)
+    assert after == before
+    (scratch / "thesis.tex").unlink()  # empty now: taken over
+    assert extract_frame(model, tok, df, out, source={"run": 3}, progress=False).n == 2
+    assert not scratch.exists()

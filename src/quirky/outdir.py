@@ -348,6 +348,29 @@ def replace_output(
         release_output(out)
 
 
+def scratch_path(out: str | os.PathLike[str]) -> Path:
+    """Where a resumable command keeps the pieces of an unfinished output `out`: a hidden sibling, so `out` itself
+    only ever holds a finished output (extraction's chunks, interventions' log-odds chunks)."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def discard_scratch(scratch: Path, state_file: str) -> None:
+    """Remove a scratch directory that a command wrote: one holding its `state_file` (written first, right after
+    the directory is made), or an empty one (a run killed between the two).  Anything else at that path is not
+    ours, and is refused in one line instead of deleted."""
+    if not scratch.exists() and not scratch.is_symlink():
+        return
+    ours = scratch.is_dir() and not scratch.is_symlink()
+    if ours and ((scratch / state_file).is_file() or not any(scratch.iterdir())):
+        shutil.rmtree(scratch)
+        return
+    raise QuirkyError(
+        f"{scratch} is in the way of this command's scratch directory and was not written by quirky (no "
+        f"{state_file}); move it away and rerun (nothing was changed)"
+    )
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -360,11 +383,13 @@ __all__ = [
     "PROBE_TABLES",
     "check_output",
     "claim_output",
+    "discard_scratch",
     "hold_output",
     "lock_path",
     "read_marker",
     "release_all",
     "release_output",
     "replace_output",
+    "scratch_path",
     "write_marker",
 ]

@@ -36,7 +36,14 @@ from quirky.extraction.store import (
 )
 from quirky.fileio import fingerprint, read_json, swap_in, write_json
 from quirky.models.choices import encode_with_choices
-from quirky.outdir import check_output, hold_output, release_output, write_marker
+from quirky.outdir import (
+    check_output,
+    discard_scratch,
+    hold_output,
+    release_output,
+    scratch_path,
+    write_marker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +95,8 @@ class Encoded:
 
 
 def partial_dir(out: Path) -> Path:
-    """The scratch directory of an unfinished extraction into `out` (a hidden sibling)."""
-    return out.parent / f".{out.name}.partial"
+    """The scratch directory of an unfinished extraction into `out` (`outdir.scratch_path`)."""
+    return scratch_path(out)
 
 
 def check_frame(df: pd.DataFrame) -> None:
@@ -279,8 +286,7 @@ def _open_partial(scratch: Path, config: dict[str, Any], fp: str) -> dict[str, A
                 log.info("resuming with the interrupted run's settings %s", state["config"]["runtime"])
             return state
         log.warning("discarding an interrupted extraction with other settings in %s", scratch)
-    if scratch.exists():
-        shutil.rmtree(scratch)
+    discard_scratch(scratch, PARTIAL_JSON)
     scratch.mkdir(parents=True)
     state = {"fingerprint": fp, "config": config}
     write_json(state_file, state)

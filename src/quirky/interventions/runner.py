@@ -30,7 +30,7 @@ from quirky.interventions.experiment import (
 from quirky.interventions.output import LOG_ODDS, RESULT_JSON
 from quirky.interventions.probe_source import ProbeDirection, load_probe_direction
 from quirky.interventions.reflect import LastLayerSite, num_layers
-from quirky.outdir import check_output, hold_output, replace_output
+from quirky.outdir import check_output, discard_scratch, hold_output, replace_output, scratch_path
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def resolve_layers(layers: Sequence[int] | None, total: int) -> list[int]:
 
 
 def scratch_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.partial"
+    """The scratch directory of an unfinished intervention run into `out` (`outdir.scratch_path`)."""
+    return scratch_path(out)
 
 
 def run_intervention(
@@ -259,8 +260,8 @@ def _claim_scratch(out: Path, fp: str) -> Path:
     hold_output(out, "intervene")  # the scratch directory is shared by writers of `out`
     scratch = scratch_dir(out)
     state_file = scratch / "state.json"
-    if scratch.is_dir() and (not state_file.is_file() or read_json(state_file).get("fingerprint") != fp):
-        shutil.rmtree(scratch)
+    if scratch.exists() and not (state_file.is_file() and read_json(state_file).get("fingerprint") == fp):
+        discard_scratch(scratch, state_file.name)
     scratch.mkdir(parents=True, exist_ok=True)
     write_json(state_file, {"fingerprint": fp})
     return scratch
