@@ -64,7 +64,7 @@ from quirky.finetune.output import (
     TIMING_FILE,
     FinetuneOutput,
 )
-from quirky.outdir import check_output, hold_output, replace_output
+from quirky.outdir import check_output, claim_output, hold_output, replace_output
 from quirky.progress import Bar, around_bars
 from quirky.subsets import select_mask
 
@@ -173,7 +173,7 @@ def check_out_dir(out: Path, fp: str, overwrite: bool, inputs: tuple[str | Path 
         )
     if owner != fp:
         if overwrite:
-            hold_output(out, "finetune")
+            claim_output(out, "finetune", inputs=inputs)  # the check again, under the lock: owned files only
             shutil.rmtree(out)
             return "fresh"
         raise QuirkyError(
