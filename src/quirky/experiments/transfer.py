@@ -343,8 +343,9 @@ def run_transfer(
     claim_output(out, "probe", inputs=[act])  # released when the summary is written
     grid = experiments_for(cfg)
     run = _Run.open(act, out, cfg, log)
-    _invalidate_if_changed(out, run.info(act, grid))
-    write_json(out / RUN_JSON, run.info(act, grid))
+    info = run.info(act, grid)
+    _invalidate_if_changed(out, info)
+    write_json(out / RUN_JSON, info)
     run.score_lm(grid)
     skipped = run.fit_grid(grid)
     summary = run.assemble(grid, skipped)

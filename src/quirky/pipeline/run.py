@@ -157,13 +157,13 @@ def copy_dataset(source: Path, target: Path, *, where: str) -> bool:
             f"{where}: {source / META_FILE} records no fingerprint or split digests; rebuild it with "
             "`quirky datasets build` or re-import it with `quirky datasets import`"
         )
-    changed = [s for s in SPLITS if recorded.get(s) != file_digest(split_path(source, s))]
+    wanted = _digests(source) or {}  # every file hashed once: the check below and the reuse decision share it
+    changed = [s for s in SPLITS if recorded.get(s) != wanted.get(split_path(source, s).name)]
     if changed:
         raise QuirkyError(
             f"{where}: the {', '.join(changed)} split(s) of {source} differ from the digests in its {META_FILE} "
             "(changed after it was written); rebuild it with `quirky datasets build` or re-import it"
         )
-    wanted = _digests(source)
     if check_output(target, "datasets", inputs=[source]) == "previous" and _digests(target) == wanted:
         return False
     with replace_output(target, "datasets", inputs=[source]) as tmp:
