@@ -159,12 +159,13 @@ def auroc_columns(scores: Tensor, labels: Tensor, *, chunk_elems: int = 1 << 20)
     step = max(1, chunk_elems // max(1, n))
     s2 = torch.empty(rows, y.shape[0], dtype=torch.float64, device=scores.device)
     nan_rows = torch.empty(rows, dtype=torch.bool, device=scores.device)
+    y_t = y.to(dt).T
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
         perm, left, right, nan_rows[r0:r1], _ = _ranked(scores[r0:r1])
         twice_midrank = torch.empty(r1 - r0, n, dtype=dt, device=scores.device)
         twice_midrank.scatter_(1, perm, (left + right + 1).to(dt))
-        s2[r0:r1] = twice_midrank @ y.to(dt).T  # [rows, K]
+        s2[r0:r1] = twice_midrank @ y_t  # [rows, K]
     n_pos = y.sum(dim=1)
     n_neg = n - n_pos
     u = (s2 - n_pos * (n_pos + 1)) * 0.5

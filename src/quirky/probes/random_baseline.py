@@ -54,21 +54,23 @@ class RandomDirectionsProbe(Probe):
     def bias(self) -> Tensor:
         raise QuirkyError("random: the random baseline has no bias")
 
+    def _project_layer(self, x: Tensor, layer: int, out: Tensor | None = None) -> Tensor:
+        """Raw projections [K, n] of one layer of x [L, n, f] onto its K directions."""
+        return torch.matmul(self.directions(layer, x.shape[-1], x.device, x.dtype), x[layer].mT, out=out)
+
     def _project(self, x: Tensor) -> Tensor:
         """Raw projections [L, K, n] of every layer, written into one buffer (no per-layer list, no stack copy)."""
         out = torch.empty(x.shape[0], self.n_directions, x.shape[1], dtype=x.dtype, device=x.device)
         for layer in range(x.shape[0]):
-            torch.matmul(self.directions(layer, x.shape[-1], x.device, x.dtype), x[layer].mT, out=out[layer])
+            self._project_layer(x, layer, out=out[layer])
         return out
 
     def _fit(self, x: Tensor, y: Tensor) -> None:
         # a layer at a time: the [K, n] projections of one layer, not [L, K, n] of all, are in memory at once
         # (`auroc_columns` ranks each direction's scores once; bit-identical to a per-direction `auroc`)
-        num_layers, features = x.shape[0], x.shape[-1]
-        auc = torch.empty(num_layers, self.n_directions, dtype=torch.float64, device=x.device)
-        for layer in range(num_layers):
-            raw = self.directions(layer, features, x.device, x.dtype) @ x[layer].mT  # [K, n]
-            auc[layer] = auroc_columns(raw, y.unsqueeze(0))[:, 0]
+        auc = torch.empty(x.shape[0], self.n_directions, dtype=torch.float64, device=x.device)
+        for layer in range(x.shape[0]):
+            auc[layer] = auroc_columns(self._project_layer(x, layer), y.unsqueeze(0))[:, 0]
         self.sign_ = torch.where(auc < 0.5, -1.0, 1.0).to(x.dtype)
         self.shape_ = torch.tensor([x.shape[0], x.shape[-1]], dtype=torch.int64)
 
